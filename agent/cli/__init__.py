@@ -1,0 +1,68 @@
+"""The `agent` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from agent.cli import bench_cmd, config_cmd, embed_cmd, models_cmd
+from agent.cli.common import State, err_console, setup_logging
+from agent.errors import AgentError
+
+app = typer.Typer(
+    name="agent",
+    help="Edge embedding agent: ONNX feature extraction, a local gallery, MQTT events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(bench_cmd.app, name="bench")
+app.command("embed")(embed_cmd.embed)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        envvar="AGENT_CONFIG",
+        help="agent.toml to load.",
+        dir_okay=False,
+    ),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv)."),
+    quiet: int = typer.Option(0, "--quiet", "-q", count=True, help="Less logging (-qq)."),
+) -> None:
+    setup_logging(verbose - quiet)
+    ctx.obj = State(config_path=config, verbosity=verbose - quiet)
+
+
+def main() -> None:
+    """Console entry point: user-facing errors are one line on stderr and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except AgentError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            err_console.print("aborted")
+            sys.exit(1)
+        raise

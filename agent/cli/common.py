@@ -1,0 +1,58 @@
+"""Shared CLI plumbing: global options, console, JSON output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from agent.config import AgentConfig, load_config
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    config_path: Path | None = None
+    verbosity: int = 0
+    _config: AgentConfig | None = None
+
+    @property
+    def config(self) -> AgentConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+def setup_logging(verbosity: int) -> None:
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    if verbosity < -1:
+        level = logging.ERROR
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+JsonOption = typer.Option(False, "--json", help="Print the result as JSON on stdout.")

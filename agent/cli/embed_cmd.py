@@ -1,0 +1,97 @@
+"""`agent embed`: images to embeddings, on stdout (JSON summary) or to a file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from agent.atomic import atomic_write_bytes
+from agent.cli.common import JsonOption, console, print_json, state
+from agent.cli.inputs import collect_images
+from agent.cli.progress import image_progress
+from agent.embeddings import to_bytes
+from agent.errors import InputError
+from agent.extract import ImageExtractor
+
+
+def embed(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model manifest name."),
+    variant: str | None = typer.Option(None, help="Model variant (fp32, int8, ...)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=".npz (embeddings + paths) or .emb (compact binary)."
+    ),
+    dtype: str = typer.Option("float32", help="float32 or float16 for the output file."),
+    flip: bool = typer.Option(False, help="Average with the mirrored image."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Extract embeddings of images; corrupt files are reported and skipped."""
+    if out is not None and out.suffix not in (".npz", ".emb"):
+        raise InputError(f"--out must end in .npz or .emb, not {out.suffix or out.name!r}")
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"--dtype must be float32 or float16, not {dtype!r}")
+    images = collect_images(paths)
+    with ImageExtractor.from_config(state(ctx).config, model, variant) as ex:
+        with image_progress() as bar:
+            task = bar.add_task("embedding", total=len(images))
+            result = ex.extract(images, flip=flip, progress=lambda n: bar.advance(task, n))
+        stats = ex.stats.summary()
+        label, provider = ex.model.label, ex.provider
+    ok_paths = [str(p) for p, ok in zip(images, result.ok, strict=True) if ok]
+    if out is not None and ok_paths:
+        if out.suffix == ".emb":
+            data = to_bytes(result.valid, dtype)
+        else:
+            buf = io.BytesIO()
+            np.savez(buf, embeddings=result.valid.astype(dtype), paths=np.array(ok_paths))
+            data = buf.getvalue()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, data)
+    errors = [{"path": e.source, "error": e.message} for e in result.errors]
+    if as_json:
+        print_json(
+            {
+                "model": label,
+                "provider": provider,
+                "dim": int(result.embeddings.shape[1]),
+                "count": len(images),
+                "ok": len(ok_paths),
+                "errors": errors,
+                "out": str(out) if out else None,
+                "stats": stats,
+            }
+        )
+    else:
+        table = Table(title=f"{label} on {provider}")
+        for col in (
+            "images",
+            "embedded",
+            "failed",
+            "img/s",
+            "decode p50",
+            "preproc p50",
+            "infer p50/img",
+        ):
+            table.add_column(col, justify="right")
+        st = stats["stages"]
+        table.add_row(
+            str(len(images)),
+            str(len(ok_paths)),
+            str(len(errors)),
+            f"{stats['items_per_s']:.1f}",
+            f"{st['decode']['p50_ms']:.2f} ms",
+            f"{st['preprocess']['p50_ms']:.2f} ms",
+            f"{st['inference']['p50_ms']:.2f} ms",
+        )
+        console.print(table)
+        for e in errors:
+            console.print(f"[yellow]skipped[/] {e['error']}", highlight=False)
+        if out is not None:
+            console.print(f"wrote {len(ok_paths)} embeddings to {out}")
+    if not ok_paths:
+        raise InputError("no image could be embedded")

@@ -1,0 +1,140 @@
+"""Agent configuration: one TOML file validated by pydantic, `AGENT_<SECTION>__<KEY>` overrides.
+
+Precedence (highest first): environment, TOML file, defaults.
+Unknown keys are rejected with their dotted name.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_ENV = "AGENT_CONFIG"
+Provider = Literal["tensorrt", "cuda", "cpu"]
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when set, else the XDG data home."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "agent"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelsConfig(Section):
+    """Which model extracts embeddings and how onnxruntime runs it."""
+
+    dir: Path | None = Field(
+        None,
+        title="Models directory",
+        description="Where imported, pulled and quantised models are written and looked up "
+        "first. Default: <state_dir>/models.",
+    )
+    default: str = Field("efficientnet_lite0", description="Manifest name of the image model.")
+    variant: str | None = Field(
+        None, description="Variant of the default model (fp32, int8, ...); None = manifest default."
+    )
+    text_model: str = Field("minilm_l6", description="Manifest name of the text model.")
+    providers: list[Provider] = Field(
+        default_factory=lambda: ["tensorrt", "cuda", "cpu"],
+        description="Execution providers in order of preference; unavailable ones are skipped "
+        "with a warning.",
+    )
+    intra_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = cores).")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level."
+    )
+    max_batch: int = Field(16, ge=1, le=1024, description="Largest inference batch.")
+    decode_workers: int = Field(
+        0, ge=0, description="Threads decoding and preprocessing images (0 = cores)."
+    )
+    warmup: bool = Field(True, description="Run one dummy batch when a session is created.")
+    trt_fp16: bool = Field(True, description="Let TensorRT build fp16 kernels.")
+    verify_sha256: bool = Field(True, description="Check each model file's sha256 when loading.")
+
+
+class AgentConfig(BaseSettings):
+    """Root of `agent.toml`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    device_id: str = Field(
+        default_factory=lambda: socket.gethostname(), description="Names this agent in MQTT topics."
+    )
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Writable directory for models, galleries, cache and outbox.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+
+    _toml_path: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the TOML file (passed as init kwargs); nested sections are merged.
+        return (env_settings, init_settings)
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.models.dir or self.state_dir / "models").expanduser()
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts.append(f"{key}: {e['msg']}")
+    return f"invalid config ({origin}): " + "; ".join(parts)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path | None = None) -> AgentConfig:
+    """Load `agent.toml` (or $AGENT_CONFIG, or defaults only), apply env overrides, validate."""
+    path = path or os.environ.get(CONFIG_ENV)
+    data = read_toml(Path(path)) if path else {}
+    try:
+        cfg = AgentConfig(**data)
+    except ValidationError as exc:
+        origin = f"{path} + AGENT_* environment" if path else "AGENT_* environment"
+        raise ConfigError(_format_error(exc, origin)) from None
+    cfg._toml_path = Path(path) if path else None
+    return cfg

@@ -1,0 +1,203 @@
+"""Decoding and preprocessing images into network input, exactly as a manifest describes.
+
+Colour, grey and 16-bit (IR) images are first-class: grey is replicated to three channels and
+16-bit is mapped to the 8-bit range by robust percentiles (not truncated). All OpenCV calls
+release the GIL, so a thread pool can preprocess a batch while the session runs the last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from agent.errors import InputError
+from agent.manifest import ImageInput
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+HIGH_BIT_PERCENTILES = (0.5, 99.5)
+ColorOrder = Literal["BGR", "RGB", "GRAY"]
+
+
+@dataclass(frozen=True)
+class ArrayImage:
+    """A decoded image in memory, with its channel order stated."""
+
+    pixels: np.ndarray
+    color: ColorOrder = "BGR"
+
+
+ImageLike = str | Path | bytes | np.ndarray | ArrayImage
+
+
+def describe(item: ImageLike) -> str:
+    """Short name for an input, used in per-item errors."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, bytes):
+        return f"<{len(item)} bytes>"
+    pixels = item.pixels if isinstance(item, ArrayImage) else item
+    return f"<array {'x'.join(map(str, pixels.shape))} {pixels.dtype}>"
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode JPEG/PNG/WebP/BMP/TIFF bytes to BGR or grey, keeping 16-bit depth."""
+    if not data:
+        raise InputError(f"{name}: empty file")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if img is None or img.size == 0:
+        raise InputError(f"{name}: cannot decode image (corrupt or unsupported format)")
+    return img
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def load_pixels(item: ImageLike) -> tuple[np.ndarray, ColorOrder]:
+    """Any supported input to (pixels, colour order); grey images come back 2-D."""
+    if isinstance(item, (str, Path)):
+        img = decode_bytes(read_file(Path(item)), str(item))
+        return img, ("GRAY" if img.ndim == 2 else "BGR")
+    if isinstance(item, bytes):
+        img = decode_bytes(item)
+        return img, ("GRAY" if img.ndim == 2 else "BGR")
+    if isinstance(item, ArrayImage):
+        pixels, color = item.pixels, item.color
+    elif isinstance(item, np.ndarray):
+        pixels, color = item, "BGR"
+    else:
+        raise InputError(f"unsupported input type {type(item).__name__}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 2:
+        color = "GRAY"
+    elif pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise InputError(f"{describe(item)}: expected HxW, HxWx3 or HxWx4 pixels")
+    if pixels.size == 0:
+        raise InputError(f"{describe(item)}: empty image")
+    return pixels, color
+
+
+def _high_bit_range(pixels: np.ndarray) -> tuple[float, float]:
+    """Robust black/white points of a 16-bit image (percentiles of a subsample)."""
+    step = max(1, int(np.sqrt(pixels.shape[0] * pixels.shape[1] / 65536)))
+    sample = pixels[::step, ::step]
+    lo, hi = np.percentile(sample, HIGH_BIT_PERCENTILES)
+    if hi <= lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def _interpolation(mode: str, shrinking: bool) -> int:
+    if mode == "linear":
+        return cv2.INTER_LINEAR
+    if mode == "area":
+        return cv2.INTER_AREA
+    if mode == "cubic":
+        return cv2.INTER_CUBIC
+    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+
+
+def resize_to_input(pixels: np.ndarray, spec: ImageInput) -> np.ndarray:
+    """Geometric part of preprocessing: output is spec.height x spec.width, dtype unchanged."""
+    h, w = pixels.shape[:2]
+    out_h, out_w = spec.height, spec.width
+    if spec.resize == "direct":
+        interp = _interpolation(spec.interpolation, out_h * out_w < h * w)
+        return cv2.resize(pixels, (out_w, out_h), interpolation=interp)
+    if spec.resize == "short_side_center_crop":
+        short = spec.resize_short or max(out_h, out_w)
+        scale = short / min(h, w)
+        new_w, new_h = max(out_w, round(w * scale)), max(out_h, round(h * scale))
+        if (new_w, new_h) != (w, h):
+            pixels = cv2.resize(
+                pixels, (new_w, new_h), interpolation=_interpolation(spec.interpolation, scale < 1)
+            )
+        top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+        return pixels[top : top + out_h, left : left + out_w]
+    scale = min(out_h / h, out_w / w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(
+        pixels, (new_w, new_h), interpolation=_interpolation(spec.interpolation, scale < 1)
+    )
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+    pad = spec.pad_value
+    if pixels.dtype == np.uint16:
+        pad = pad * 257
+    elif pixels.dtype.kind == "f":
+        pad = pad / 255.0
+    return cv2.copyMakeBorder(
+        resized,
+        top,
+        out_h - new_h - top,
+        left,
+        out_w - new_w - left,
+        cv2.BORDER_CONSTANT,
+        value=(pad, pad, pad, pad),
+    )
+
+
+class Preprocessor:
+    """Turns one image into the network's input tensor (C,H,W or H,W,C), float32."""
+
+    def __init__(self, spec: ImageInput):
+        self.spec = spec
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        # x_net = (x/255 - mean)/std  ==  x * scale + offset, on RGB order.
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-mean / std).astype(np.float32)
+        if spec.channel_order == "BGR":
+            self._scale, self._offset = self._scale[::-1].copy(), self._offset[::-1].copy()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = self.spec
+        return (3, s.height, s.width) if s.layout == "NCHW" else (s.height, s.width, 3)
+
+    def __call__(self, pixels: np.ndarray, color: ColorOrder = "BGR", flip: bool = False):
+        high_bit = pixels.dtype.kind in "iu" and pixels.dtype != np.uint8
+        if high_bit:
+            lo, hi = _high_bit_range(pixels if pixels.ndim == 2 else pixels[:, :, :3])
+        if pixels.ndim == 3 and pixels.shape[2] == 4:
+            pixels = pixels[:, :, :3]
+        small = resize_to_input(pixels, self.spec)
+        if flip:
+            small = small[:, ::-1]
+        x = small.astype(np.float32)
+        if high_bit:
+            x = np.clip((x - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+        elif pixels.dtype.kind == "f":
+            x = x * 255.0  # float images are taken to be on [0, 1]
+        if x.ndim == 2:
+            x = np.repeat(x[:, :, None], 3, axis=2)
+        elif (color == "BGR") == (self.spec.channel_order == "RGB"):
+            x = x[:, :, ::-1]
+        x = x * self._scale + self._offset
+        if self.spec.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def load(self, item: ImageLike, flip: bool = False) -> np.ndarray:
+        pixels, color = load_pixels(item)
+        return self(pixels, color, flip)
+
+
+def list_images(directory: Path, recursive: bool = True) -> list[Path]:
+    """Image files under a directory (by suffix), sorted for a stable order."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in directory.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
