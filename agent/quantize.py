@@ -2,11 +2,15 @@
 
 Settings that hold up on x86 without VNNI: per-channel s8 weights, u8 activations and
 `reduce_range=True` (without it, VPMADDUBSW saturation drops MobileNetV2's cosine to ~0.72).
+Activation ranges come from the 99.999th percentile by default, which clips rare outliers:
+on ETH-80 it lifted MobileNetV2's fp32/int8 cosine from 0.950 (MinMax) to 0.954.
 Dynamic quantisation is slower than fp32 for CNNs on CPU, so it is never used here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -40,7 +44,8 @@ class QuantizeReport:
 class _Calibration:
     """onnxruntime CalibrationDataReader over preprocessed images, in small batches."""
 
-    def __init__(self, tensors: np.ndarray, input_name: str, batch: int = 8):
+    def __init__(self, tensors: np.ndarray, input_name: str, batch: int = 1):
+        # Histogram calibrators need equal-sized batches; single images always are.
         self._batches = iter(
             [{input_name: tensors[i : i + batch]} for i in range(0, len(tensors), batch)]
         )
@@ -74,6 +79,7 @@ def quantize_static_int8(
     samples: int,
     holdout: int,
     force: bool = False,
+    method: str = "percentile",
 ) -> QuantizeReport:
     try:
         from onnxruntime.quantization import (
@@ -112,24 +118,31 @@ def quantize_static_int8(
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source.path), str(prepared), skip_symbolic_shape=True)
         staged = Path(tmp) / out_name
-        quantize_static(
-            str(prepared),
-            str(staged),
-            _Calibration(calib_tensors, source.manifest.image.name),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        chatter = io.StringIO()  # onnxruntime's calibrators print() progress; keep stdout clean
+        with contextlib.redirect_stdout(chatter):
+            quantize_static(
+                str(prepared),
+                str(staged),
+                _Calibration(calib_tensors, source.manifest.image.name),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "percentile": CalibrationMethod.Percentile,
+                }[method],
+            )
+        log.debug("quantize_static: %s", chatter.getvalue().strip())
         digest = sha256_file(staged)
         variant = Variant(
             file=out_name,
             sha256=digest,
             precision="int8",
             size_bytes=staged.stat().st_size,
-            notes=f"static QDQ, {len(calib_tensors)} calibration images, reduce_range, per-channel",
+            notes=f"static QDQ, {method} calibration on {len(calib_tensors)} images, "
+            "per-channel, reduce_range",
         )
         candidate = ResolvedModel(source.manifest, variant_name, variant, staged, digest)
         int8 = ImageExtractor(candidate, cfg.model_copy(update={"warmup": False}))

@@ -122,12 +122,15 @@ def quantize(
     variant_name: str = typer.Option("int8-calib", "--variant-name", help="New variant's name."),
     source_variant: str = typer.Option("fp32", "--from", help="Variant to quantise."),
     force: bool = typer.Option(False, help="Keep the result even if fp32/int8 agree poorly."),
+    method: str = typer.Option("percentile", help="Activation range: percentile or minmax."),
     as_json: bool = JsonOption,
 ) -> None:
     """Static int8 QDQ quantisation calibrated on your images; reports fp32-vs-int8 cosine."""
     from agent.quantize import REFUSE_BELOW, quantize_static_int8
 
     cfg = state(ctx).config
+    if method not in ("percentile", "minmax"):
+        raise InputError(f"--method must be percentile or minmax, not {method!r}")
     if not calib.is_dir():
         raise InputError(f"{calib}: not a directory")
     images = list_images(calib)
@@ -137,7 +140,7 @@ def quantize(
     source = reg.resolve(name, source_variant, cfg.models.verify_sha256)
     with console.status(f"calibrating {name} on {min(samples, len(images))} images"):
         report = quantize_static_int8(
-            reg, source, cfg.models, images, variant_name, samples, holdout, force
+            reg, source, cfg.models, images, variant_name, samples, holdout, force, method
         )
     data = {**report.__dict__, "path": str(report.path)}
     if as_json:
