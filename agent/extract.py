@@ -130,7 +130,7 @@ class ImageExtractor(_OnnxModel):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess")
         self.stats = PipelineStats(("decode", "preprocess", "inference"))
         if cfg.warmup:
-            self.embed_tensors(np.zeros((1, *self.preprocessor.shape), dtype=np.float32))
+            self._run(np.zeros((1, *self.preprocessor.shape), dtype=np.float32))
             self.stats = PipelineStats(("decode", "preprocess", "inference"))
 
     @classmethod

@@ -1,7 +1,8 @@
 """Finding model manifests and weight files, verifying them, importing and downloading them.
 
-Lookup order (first hit wins): each directory in $AGENT_MODELS_DIR (path-separated), the
-configured models directory, then the models bundled with the package.
+Lookup order (first hit wins): the writable models directory (imports, pulls and quantised
+variants land there, so their manifests override), each directory in $AGENT_MODELS_DIR
+(path-separated), then the models bundled with the package.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ModelRegistry:
     def __init__(self, write_dir: Path, extra_dirs: list[Path] | None = None):
         self.write_dir = write_dir
         env_dirs = [Path(p) for p in os.environ.get(MODELS_DIR_ENV, "").split(os.pathsep) if p]
-        dirs = [*(extra_dirs or []), *env_dirs, write_dir, bundled_models_dir()]
+        dirs = [write_dir, *(extra_dirs or []), *env_dirs, bundled_models_dir()]
         self.search_dirs: list[Path] = []
         for d in dirs:
             d = d.expanduser()
