@@ -1,0 +1,100 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agent.config import AgentConfig, load_config
+from agent.errors import ConfigError
+
+
+def test_defaults_without_file():
+    cfg = load_config()
+    assert cfg.models.default == "efficientnet_lite0"
+    assert cfg.models.providers == ["tensorrt", "cuda", "cpu"]
+    assert cfg.models_dir == cfg.state_dir / "models"
+
+
+def test_file_then_env_override(tmp_path, monkeypatch):
+    path = tmp_path / "agent.toml"
+    path.write_text('device_id = "cam-7"\n[models]\nmax_batch = 8\nintra_threads = 1\n')
+    monkeypatch.setenv("AGENT_MODELS__MAX_BATCH", "4")
+    cfg = load_config(path)
+    assert cfg.device_id == "cam-7"
+    assert cfg.models.max_batch == 4  # env beats the file
+    assert cfg.models.intra_threads == 1  # the rest of the section survives the env merge
+
+
+def test_config_path_from_env(tmp_path, monkeypatch):
+    path = tmp_path / "agent.toml"
+    path.write_text('device_id = "from-env-path"\n')
+    monkeypatch.setenv("AGENT_CONFIG", str(path))
+    assert load_config().device_id == "from-env-path"
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[models]\nbogus = 1\n", "models.bogus"),
+        ("unknown_top = 1\n", "unknown_top"),
+        ("[models]\nmax_batch = 0\n", "models.max_batch"),
+        ('[models]\nproviders = ["npu"]\n', "models.providers"),
+    ],
+)
+def test_bad_keys_are_named(tmp_path, text, needle):
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_bad_env_key_is_named(monkeypatch):
+    monkeypatch.setenv("AGENT_MODELS__NOPE", "1")
+    with pytest.raises(ConfigError, match=r"models\.nope"):
+        load_config()
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_schema_has_descriptions():
+    schema = AgentConfig.model_json_schema()
+    models = schema["$defs"]["ModelsConfig"]
+    assert models["additionalProperties"] is False
+    assert "description" in models["properties"]["max_batch"]
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_cli_config_show_and_schema(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text('device_id = "shown"\n')
+    out = run_cli("--config", str(path), "config", "show")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["device_id"] == "shown"
+    schema = run_cli("config", "schema")
+    assert json.loads(schema.stdout)["title"] == "AgentConfig"
+
+
+def test_cli_bad_config_key_one_line_nonzero(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text("[models]\nbogus = 1\n")
+    out = run_cli("--config", str(path), "config", "show")
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "models.bogus" in lines[0] and lines[0].startswith("error:")
+    assert "Traceback" not in out.stderr
