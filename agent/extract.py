@@ -130,7 +130,9 @@ class ImageExtractor(_OnnxModel):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess")
         self.stats = PipelineStats(("decode", "preprocess", "inference"))
         if cfg.warmup:
-            self._run(np.zeros((1, *self.preprocessor.shape), dtype=np.float32))
+            # At the largest batch too: CUDA picks its kernels per shape on the first call.
+            for size in sorted({1, self.max_batch}):
+                self._run(np.zeros((size, *self.preprocessor.shape), dtype=np.float32))
             self.stats = PipelineStats(("decode", "preprocess", "inference"))
 
     @classmethod
@@ -177,7 +179,8 @@ class ImageExtractor(_OnnxModel):
             raise ModelError(f"{self.model.label}: input tensor {i}: {msg}")
         return emb
 
-    def _load(self, item: ImageLike, flip: bool) -> np.ndarray | InputError:
+    def load_tensor(self, item: ImageLike, flip: bool = False) -> np.ndarray | InputError:
+        """Decode and preprocess one input; a bad input is returned (not raised) as InputError."""
         try:
             with Stopwatch() as decode:
                 pixels, color = load_pixels(item)
@@ -213,9 +216,9 @@ class ImageExtractor(_OnnxModel):
 
         def submit(start: int) -> None:
             stop = min(start + self.max_batch, n)
-            queued.append(
-                (start, [self._pool.submit(self._load, items[i], flip) for i in range(start, stop)])
-            )
+            load = self.load_tensor
+            futures = [self._pool.submit(load, items[i], flip) for i in range(start, stop)]
+            queued.append((start, futures))
 
         with Stopwatch() as wall:
             for start in starts[:2]:

@@ -60,7 +60,7 @@ class _Calibration:
 def _load_tensors(extractor: ImageExtractor, paths: list[Path]) -> np.ndarray:
     tensors = []
     for p in paths:
-        loaded = extractor._load(p, flip=False)
+        loaded = extractor.load_tensor(p, flip=False)
         if isinstance(loaded, InputError):
             log.warning("calibration: skipping %s", loaded)
             continue
