@@ -90,8 +90,6 @@ class AgentConfig(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     models: ModelsConfig = Field(default_factory=ModelsConfig)
 
-    _toml_path: Path | None = None
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -132,9 +130,7 @@ def load_config(path: str | Path | None = None) -> AgentConfig:
     path = path or os.environ.get(CONFIG_ENV)
     data = read_toml(Path(path)) if path else {}
     try:
-        cfg = AgentConfig(**data)
+        return AgentConfig(**data)
     except ValidationError as exc:
         origin = f"{path} + AGENT_* environment" if path else "AGENT_* environment"
         raise ConfigError(_format_error(exc, origin)) from None
-    cfg._toml_path = Path(path) if path else None
-    return cfg

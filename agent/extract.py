@@ -58,7 +58,7 @@ def normalise_checked(raw: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
         bad[int(i)] = "embedding has NaN or inf values"
     for i in np.flatnonzero(finite & (norms < MIN_NORM)):
         bad[int(i)] = "embedding has zero norm"
-    good = ~np.isin(np.arange(len(raw)), list(bad))
+    good = finite & (norms >= MIN_NORM)
     out = np.zeros_like(raw)
     out[good] = raw[good] / norms[good, None]
     return out, bad
@@ -196,6 +196,19 @@ class ImageExtractor(_OnnxModel):
         self.stats.record("preprocess", prep.seconds)
         return tensor
 
+    def load_tensors(self, items: Sequence[ImageLike]) -> tuple[np.ndarray, list[ItemError]]:
+        """Preprocess many inputs into one stacked tensor, skipping (and returning) bad ones."""
+        loaded = list(self._pool.map(self.load_tensor, items))
+        errors = [
+            ItemError(i, describe(items[i]), str(t))
+            for i, t in enumerate(loaded)
+            if isinstance(t, InputError)
+        ]
+        good = [t for t in loaded if not isinstance(t, InputError)]
+        if not good:
+            return np.zeros((0, *self.preprocessor.shape), dtype=np.float32), errors
+        return np.stack(good), errors
+
     def extract(
         self,
         items: Sequence[ImageLike],
@@ -251,9 +264,10 @@ class ImageExtractor(_OnnxModel):
         for row, msg in bad.items():
             i = int(index[row])
             result.errors.append(ItemError(i, describe(items[i]), f"{describe(items[i])}: {msg}"))
-        ok_rows = np.array([r for r in range(len(index)) if r not in bad], dtype=int)
-        result.embeddings[index[ok_rows]] = emb[ok_rows]
-        result.ok[index[ok_rows]] = True
+        keep = np.ones(len(index), dtype=bool)
+        keep[list(bad)] = False
+        result.embeddings[index[keep]] = emb[keep]
+        result.ok[index[keep]] = True
 
     def extract_one(self, item: ImageLike, flip: bool = False) -> np.ndarray:
         """One image's embedding; raises InputError for a bad input."""
@@ -342,5 +356,6 @@ class TextExtractor(_OnnxModel):
                     i, msg = next(iter(bad.items()))
                     raise ModelError(f"text {texts[rows[i]]!r}: {msg}")
                 out[rows] = emb
-        self.stats.count(items=len(texts), batches=1, wall_s=wall.seconds)
+        batches = -(-len(texts) // self.max_batch)
+        self.stats.count(items=len(texts), batches=batches, wall_s=wall.seconds)
         return out

@@ -208,10 +208,6 @@ class Preprocessor:
             return np.ascontiguousarray(out.transpose(1, 2, 0))
         return out
 
-    def load(self, item: ImageLike, flip: bool = False) -> np.ndarray:
-        pixels, color = load_pixels(item)
-        return self(pixels, color, flip)
-
 
 def list_images(directory: Path, recursive: bool = True) -> list[Path]:
     """Image files under a directory (by suffix), sorted for a stable order."""

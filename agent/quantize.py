@@ -58,16 +58,12 @@ class _Calibration:
 
 
 def _load_tensors(extractor: ImageExtractor, paths: list[Path]) -> np.ndarray:
-    tensors = []
-    for p in paths:
-        loaded = extractor.load_tensor(p, flip=False)
-        if isinstance(loaded, InputError):
-            log.warning("calibration: skipping %s", loaded)
-            continue
-        tensors.append(loaded)
-    if not tensors:
+    tensors, errors = extractor.load_tensors(paths)
+    for e in errors:
+        log.warning("calibration: skipping %s", e.message)
+    if not len(tensors):
         raise InputError("no readable calibration images")
-    return np.stack(tensors)
+    return tensors
 
 
 def quantize_static_int8(

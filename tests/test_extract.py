@@ -138,3 +138,15 @@ def test_output_dim_disagreeing_with_manifest_is_refused(tmp_path):
     model = ResolvedModel(manifest, "fp32", manifest.variants["fp32"], path, sha256_file(path))
     with pytest.raises(ModelError, match="dim 8"):
         ImageExtractor(model, ModelsConfig())
+
+
+def test_load_tensors_skips_and_reports_bad_inputs(tiny_model, tmp_path):
+    corrupt = tmp_path / "c.jpg"
+    corrupt.write_bytes(b"nope")
+    with tiny_extractor() as ex:
+        tensors, errors = ex.load_tensors([photo_like(1), corrupt, photo_like(2)])
+        assert tensors.shape == (2, *ex.preprocessor.shape)
+        np.testing.assert_allclose(
+            ex.embed_tensors(tensors)[1], ex.extract_one(photo_like(2)), atol=1e-6
+        )
+    assert [e.index for e in errors] == [1] and "cannot decode" in errors[0].message

@@ -60,8 +60,8 @@ def test_quantize_cli_calibrated_on_own_images(shared_models):
         with ImageExtractor.from_config(cfg, "mobilenetv2", variant) as ex:
             emb[variant] = (ex.extract(gallery).embeddings, ex.extract(queries).embeddings)
     cos = np.sum(emb["fp32"][1] * emb["int8-eth"][1], axis=1)
-    r32 = recall_at_1(*emb["fp32"][:1], g_ids, emb["fp32"][1], q_ids)
-    r8 = recall_at_1(*emb["int8-eth"][:1], g_ids, emb["int8-eth"][1], q_ids)
+    r32 = recall_at_1(emb["fp32"][0], g_ids, emb["fp32"][1], q_ids)
+    r8 = recall_at_1(emb["int8-eth"][0], g_ids, emb["int8-eth"][1], q_ids)
     print(f"own int8: cos mean {cos.mean():.4f} min {cos.min():.4f}; r@1 {r32:.4f} vs {r8:.4f}")
     assert cos.mean() >= 0.95
     assert abs(r32 - r8) <= 0.02

@@ -33,8 +33,9 @@ def bench_extract(
     cfg = state(ctx).config
     cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"max_batch": batch})})
     with ImageExtractor.from_config(cfg, model, variant) as ex:
-        loaded = [ex.load_tensor(p, flip=False) for p in images]
-        tensors = np.stack([t for t in loaded if not isinstance(t, InputError)])
+        tensors, _ = ex.load_tensors(images)
+        if not len(tensors):
+            raise InputError("no image could be decoded")
         ex.embed_tensors(tensors[:batch])
         bare, files = [], []
         for _ in range(rounds):
