@@ -3,7 +3,7 @@
 Settings that hold up on x86 without VNNI: per-channel s8 weights, u8 activations and
 `reduce_range=True` (without it, VPMADDUBSW saturation drops MobileNetV2's cosine to ~0.72).
 Activation ranges come from the 99.999th percentile by default, which clips rare outliers:
-on ETH-80 it lifted MobileNetV2's fp32/int8 cosine from 0.950 (MinMax) to 0.954.
+on ETH-80 it lifted MobileNetV2's fp32/int8 cosine from 0.943 (MinMax) to 0.949 (BENCHMARKS.md).
 Dynamic quantisation is slower than fp32 for CNNs on CPU, so it is never used here.
 """
 
