@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -31,11 +32,12 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def atomic_copy(src: Path, target: Path) -> None:
+def atomic_write_with(target: Path, write: Callable[[Path], None]) -> None:
+    """Like atomic_write_bytes for writers that want a path (e.g. a library's save())."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        write(Path(tmp))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -43,3 +45,7 @@ def atomic_copy(src: Path, target: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_copy(src: Path, target: Path) -> None:
+    atomic_write_with(target, lambda tmp: shutil.copyfile(src, tmp))

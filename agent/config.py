@@ -70,6 +70,49 @@ class ModelsConfig(Section):
     verify_sha256: bool = Field(True, description="Check each model file's sha256 when loading.")
 
 
+class GalleryConfig(Section):
+    """The local gallery and the retrieval features measured by `agent eval` (see BENCHMARKS.md)."""
+
+    path: Path | None = Field(None, description="Gallery directory (default: <state_dir>/gallery).")
+    dtype: Literal["f32", "f16", "i8"] = Field(
+        "f16", description="USearch vector storage type of a new gallery."
+    )
+    connectivity: int = Field(16, ge=4, le=128, description="HNSW graph degree (M).")
+    expansion_add: int = Field(128, ge=8, description="HNSW ef at construction.")
+    expansion_search: int = Field(64, ge=8, description="HNSW ef at search.")
+    flip: bool = Field(
+        True, description="Enroll each image as the mean of it and its mirror (gallery side)."
+    )
+    flip_queries: bool = Field(
+        False, description="Also flip-average queries (2x inference per query for ~+0.01 R@1)."
+    )
+    whiten_dim: int = Field(
+        128,
+        ge=0,
+        description="PCA-whiten to this many dimensions, fitted on the gallery (0 = off). "
+        "Applied only when the gallery has at least 4x as many images.",
+    )
+    identity_weight: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="Blend of an image's score with its identity centroid's score "
+        "(0 = images only).",
+    )
+    candidates: int = Field(
+        100, ge=1, description="Images fetched from the index per query before aggregation."
+    )
+
+
+class CacheConfig(Section):
+    """Persistent LRU embedding cache keyed by content hash and model fingerprint."""
+
+    enabled: bool = True
+    path: Path | None = Field(None, description="SQLite file (default: <state_dir>/cache.db).")
+    max_entries: int = Field(200_000, ge=1, description="Entries kept before LRU eviction.")
+    max_mb: float = Field(1024.0, gt=0, description="Embedding bytes kept before LRU eviction.")
+
+
 class AgentConfig(BaseSettings):
     """Root of `agent.toml`."""
 
@@ -89,6 +132,8 @@ class AgentConfig(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -105,6 +150,14 @@ class AgentConfig(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return (self.models.dir or self.state_dir / "models").expanduser()
+
+    @property
+    def gallery_path(self) -> Path:
+        return (self.gallery.path or self.state_dir / "gallery").expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        return (self.cache.path or self.state_dir / "cache.db").expanduser()
 
 
 def _format_error(err: ValidationError, origin: str) -> str:

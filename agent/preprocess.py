@@ -30,7 +30,15 @@ class ArrayImage:
     color: ColorOrder = "BGR"
 
 
-ImageLike = str | Path | bytes | np.ndarray | ArrayImage
+@dataclass(frozen=True)
+class EncodedImage:
+    """Encoded file bytes (already read, e.g. to hash them) with the name errors should show."""
+
+    data: bytes
+    name: str
+
+
+ImageLike = str | Path | bytes | np.ndarray | ArrayImage | EncodedImage
 
 
 def describe(item: ImageLike) -> str:
@@ -39,6 +47,8 @@ def describe(item: ImageLike) -> str:
         return str(item)
     if isinstance(item, bytes):
         return f"<{len(item)} bytes>"
+    if isinstance(item, EncodedImage):
+        return item.name
     pixels = item.pixels if isinstance(item, ArrayImage) else item
     return f"<array {'x'.join(map(str, pixels.shape))} {pixels.dtype}>"
 
@@ -71,7 +81,9 @@ def load_pixels(item: ImageLike) -> tuple[np.ndarray, ColorOrder]:
         img = decode_bytes(read_file(Path(item)), str(item))
         return img, ("GRAY" if img.ndim == 2 else "BGR")
     if isinstance(item, bytes):
-        img = decode_bytes(item)
+        item = EncodedImage(item, "<bytes>")
+    if isinstance(item, EncodedImage):
+        img = decode_bytes(item.data, item.name)
         return img, ("GRAY" if img.ndim == 2 else "BGR")
     if isinstance(item, ArrayImage):
         pixels, color = item.pixels, item.color

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from agent.cli import bench_cmd, config_cmd, embed_cmd, models_cmd
+from agent.cli import (
+    bench_cmd,
+    config_cmd,
+    embed_cmd,
+    enroll_cmd,
+    eval_cmd,
+    gallery_cmd,
+    models_cmd,
+    search_cmd,
+)
 from agent.cli.common import State, err_console, setup_logging
 from agent.errors import AgentError
 
@@ -22,7 +31,11 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(gallery_cmd.app, name="gallery")
 app.command("embed")(embed_cmd.embed)
+app.command("enroll")(enroll_cmd.enroll_command)
+app.command("search")(search_cmd.search_command)
+app.command("eval")(eval_cmd.eval_command)
 
 
 @app.callback()

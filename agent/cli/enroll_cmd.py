@@ -1,0 +1,127 @@
+"""`agent enroll DIR`: add a folder of identities to the gallery."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from agent.cli.common import JsonOption, console, print_json, state
+from agent.cli.galleries import GalleryOption, ModelOption, VariantOption, embedder_for
+from agent.cli.galleries import gallery_path as resolve_gallery_path
+from agent.cli.progress import image_progress
+from agent.enroll import EnrollReport, enroll, scan
+from agent.errors import InputError
+from agent.gallery import Gallery, GalleryError, GalleryModel, GallerySettings
+
+
+def enroll_command(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(
+        ..., help="DIR/<identity>/<image>, or a flat folder with --id-from filename."
+    ),
+    gallery: Path | None = GalleryOption,
+    model: str | None = ModelOption,
+    variant: str | None = VariantOption,
+    id_from: str = typer.Option(
+        "folder", "--id-from", help="folder (DIR/<identity>/...) or filename (alice_01.jpg)."
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Include nested folders under each identity."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Identities in DIR keep only the images now in DIR."
+    ),
+    prune: bool = typer.Option(False, "--prune", help="Remove vectors whose files are gone."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Report what would change; change nothing."
+    ),
+    plain: bool = typer.Option(
+        False, "--plain", help="New gallery without quality features (no flip, whitening, ...)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Enroll images; re-runs add only new or changed files (by content hash)."""
+    if id_from not in ("folder", "filename"):
+        raise InputError(f"--id-from must be folder or filename, not {id_from!r}")
+    cfg = state(ctx).config
+    path = resolve_gallery_path(cfg, gallery)
+    candidates, problems = scan(directory, id_from, recursive)  # type: ignore[arg-type]
+    settings = GallerySettings.from_config(cfg.gallery, plain=plain)
+    with ExitStack() as stack:
+        existing = None
+        if Gallery.exists(path):
+            existing = stack.enter_context(Gallery.open(path, writable=not dry_run))
+            if plain and existing.settings != existing.settings.as_plain():
+                raise GalleryError(
+                    f"gallery {path} was created with quality features; --plain applies to a "
+                    "new gallery (use another --gallery)"
+                )
+        embedder = stack.enter_context(embedder_for(cfg, existing, model, variant))
+        target = existing
+        if target is None and not dry_run:
+            target = Gallery.create(path, GalleryModel.of(embedder.model), settings)
+            stack.enter_context(target)
+        if target is None:  # dry run against a gallery that does not exist yet
+            report = EnrollReport(str(path), embedder.model.label, True)
+            report.scanned = report.added = len(candidates)
+        else:
+            with image_progress() as bar:
+                task = bar.add_task("enrolling", total=len(candidates))
+                report = enroll(
+                    target,
+                    embedder,
+                    candidates,
+                    replace=replace,
+                    prune=prune,
+                    dry_run=dry_run,
+                    progress=lambda n: bar.advance(task, n),
+                )
+    report.problems = problems + report.problems
+    _show(report, as_json)
+    if report.scanned and report.failed == report.scanned:
+        raise InputError("no image could be enrolled")
+
+
+def _show(report: EnrollReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    title = f"{'dry run: ' if report.dry_run else ''}{report.gallery} ({report.model})"
+    table = Table(title=title)
+    cols = ("scanned", "added", "updated", "unchanged", "removed", "failed", "duplicates")
+    for col in (*cols, "inferences", "cache hits", "img/s"):
+        table.add_column(col, justify="right")
+    rate = report.scanned / report.seconds if report.seconds else 0.0
+    table.add_row(
+        *(
+            str(v)
+            for v in (
+                report.scanned,
+                report.added,
+                report.updated,
+                report.unchanged,
+                report.removed,
+                report.failed,
+                report.skipped_duplicates,
+                report.inferences,
+                report.cache_hits,
+            )
+        ),
+        f"{rate:.1f}",
+    )
+    console.print(table)
+    if report.problems:
+        problems = Table(title="problems (skipped or worth a look)")
+        problems.add_column("kind")
+        problems.add_column("path")
+        problems.add_column("message")
+        for p in report.problems:
+            problems.add_row(p.kind, p.path, p.message)
+        console.print(problems)
+    console.print(
+        f"gallery: {report.gallery_vectors} vectors, {report.identities} identities, "
+        f"version {report.gallery_version}"
+    )

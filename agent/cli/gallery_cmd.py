@@ -1,0 +1,157 @@
+"""`agent gallery list|stats|remove|export|import|reindex`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from agent.cli.common import JsonOption, console, print_json, state
+from agent.cli.galleries import GalleryOption, ModelOption, VariantOption
+from agent.cli.galleries import gallery_path as resolve_gallery_path
+from agent.cli.progress import image_progress
+from agent.embedder import CachedEmbedder
+from agent.errors import InputError
+from agent.gallery import Gallery, GalleryModel, import_gallery
+from agent.preprocess import EncodedImage
+
+app = typer.Typer(help="Inspect and maintain the gallery.", no_args_is_help=True)
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+@app.command("list")
+def list_identities(
+    ctx: typer.Context, gallery: Path | None = GalleryOption, as_json: bool = JsonOption
+) -> None:
+    """Identities with their image counts."""
+    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery)) as g:
+        rows = g.identities()
+    if as_json:
+        print_json([{"identity": n, "images": c, "last_enrolled": t} for n, c, t in rows])
+        return
+    table = Table(title=f"{len(rows)} identities")
+    for col in ("identity", "images", "last enrolled"):
+        table.add_column(col)
+    for name, count, last in rows:
+        table.add_row(name, str(count), _when(last))
+    console.print(table)
+
+
+@app.command("stats")
+def stats(
+    ctx: typer.Context, gallery: Path | None = GalleryOption, as_json: bool = JsonOption
+) -> None:
+    """Model, size, version and settings of the gallery."""
+    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery)) as g:
+        info = g.stats()
+    if as_json:
+        print_json(info)
+        return
+    table = Table(show_header=False, title=info["path"])
+    for key, value in info.items():
+        if key in ("created_at", "updated_at"):
+            value = _when(value)
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    identity: str = typer.Argument(..., help="Identity to remove (all its images)."),
+    gallery: Path | None = GalleryOption,
+) -> None:
+    """Remove an identity and all its vectors."""
+    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery), writable=True) as g:
+        removed = g.remove_identity(identity)
+        g.flush()
+        version = g.version
+    console.print(f"removed {identity!r}: {removed} vectors (gallery version {version})")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    target: Path = typer.Argument(..., help="File to write (a portable SQLite database)."),
+    gallery: Path | None = GalleryOption,
+) -> None:
+    """Write the whole gallery (vectors + metadata) to one portable file."""
+    if target.is_dir():
+        raise InputError(f"{target} is a directory; give a file name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery)) as g:
+        g.export(target)
+        count = g.count
+    console.print(f"exported {count} vectors to {target}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="An exported file."),
+    gallery: Path | None = GalleryOption,
+) -> None:
+    """Add an exported gallery to this one (created when absent; the model must match)."""
+    path = resolve_gallery_path(state(ctx).config, gallery)
+    g, added, skipped = import_gallery(source, path)
+    with g:
+        count = g.count
+    console.print(f"imported {added} vectors ({skipped} already present); {count} in {path}")
+
+
+@app.command("reindex")
+def reindex(
+    ctx: typer.Context,
+    gallery: Path | None = GalleryOption,
+    model: str | None = ModelOption,
+    variant: str | None = VariantOption,
+    drop_missing: bool = typer.Option(
+        False, "--drop-missing", help="Drop vectors whose source file is gone instead of failing."
+    ),
+) -> None:
+    """Re-embed every vector from its source file (e.g. with a new model), atomically."""
+    cfg = state(ctx).config
+    path = resolve_gallery_path(cfg, gallery)
+    with Gallery.open(path, writable=True) as g:
+        if model is None:
+            model, variant = g.model.name, variant or g.model.variant
+        entries = g.entries()
+        with CachedEmbedder.from_config(cfg, model, variant) as embedder:
+            items, keys, missing = [], [], []
+            for e in entries:
+                try:
+                    items.append(EncodedImage(Path(e.source).read_bytes(), e.source))
+                    keys.append(e.key)
+                except OSError:
+                    missing.append(e)
+            if missing and not drop_missing:
+                raise InputError(
+                    f"{len(missing)} source files are gone (e.g. {missing[0].source}); "
+                    "restore them or pass --drop-missing"
+                )
+            with image_progress() as bar:
+                task = bar.add_task("re-embedding", total=len(items))
+                embedded = embedder.embed(
+                    items, flip=g.settings.flip, progress=lambda n: bar.advance(task, n)
+                )
+            failed = [keys[i] for i in np.flatnonzero(~embedded.ok)]
+            if failed and not drop_missing:
+                raise InputError(
+                    f"{len(failed)} source files no longer decode ({embedded.errors[0].message}); "
+                    "pass --drop-missing to drop them"
+                )
+            vectors = {keys[i]: embedded.vectors[i] for i in np.flatnonzero(embedded.ok)}
+            g.replace_model(
+                GalleryModel.of(embedder.model), vectors, [e.key for e in missing] + failed
+            )
+            inferences = embedder.inferences
+        console.print(
+            f"reindexed {len(vectors)} vectors with {g.model.label} ({inferences} inferences); "
+            f"dropped {len(missing) + len(failed)}; gallery version {g.version}"
+        )

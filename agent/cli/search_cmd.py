@@ -1,0 +1,113 @@
+"""`agent search IMAGE...` / `agent search --text "..."`: nearest identities in the gallery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from agent.cli.common import JsonOption, console, print_json, state
+from agent.cli.galleries import GalleryOption, ModelOption, VariantOption, embedder_for
+from agent.cli.galleries import gallery_path as resolve_gallery_path
+from agent.cli.inputs import collect_images
+from agent.errors import InputError
+from agent.extract import TextExtractor
+from agent.gallery import Gallery, GalleryError, GalleryModel, SearchResult
+from agent.preprocess import EncodedImage
+from agent.registry import ModelRegistry
+
+
+def search_command(
+    ctx: typer.Context,
+    images: list[Path] = typer.Argument(None, help="Query images (files or folders)."),
+    text: list[str] = typer.Option(None, "--text", "-t", help="Query text (repeatable)."),
+    gallery: Path | None = GalleryOption,
+    model: str | None = ModelOption,
+    variant: str | None = VariantOption,
+    k: int = typer.Option(5, "-k", min=1, help="Results per query."),
+    threshold: float | None = typer.Option(None, help="Drop results scoring below this."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Identities (and images) nearest to each query, best first."""
+    if bool(images) == bool(text):
+        raise InputError("give query images or --text, not both or neither")
+    cfg = state(ctx).config
+    path = resolve_gallery_path(cfg, gallery)
+    with Gallery.open(path) as g:
+        if text:
+            queries, labels = _encode_text(cfg, g, text), list(text)
+        else:
+            files = collect_images(images)
+            with embedder_for(cfg, g, model, variant) as embedder:
+                items = []
+                for f in files:
+                    try:
+                        items.append(EncodedImage(f.read_bytes(), str(f)))
+                    except OSError as exc:
+                        raise InputError(f"{f}: cannot read ({exc.strerror})") from None
+                flip = g.settings.flip and cfg.gallery.flip_queries
+                embedded = embedder.embed(items, flip=flip)
+            for err in embedded.errors:
+                console.print(f"[yellow]skipped[/] {err.message}", highlight=False)
+            keep = np.flatnonzero(embedded.ok)
+            if len(keep) == 0:
+                raise InputError("no query image could be embedded")
+            queries, labels = embedded.vectors[keep], [str(files[i]) for i in keep]
+        results = g.search(queries, k=k, threshold=threshold, candidates=cfg.gallery.candidates)
+        label = g.model.label
+    _show(labels, results, label, as_json)
+
+
+def _encode_text(cfg, g: Gallery, texts: list[str]) -> np.ndarray:
+    """Text queries need a text gallery, or an image gallery whose model has a text tower."""
+    registry = ModelRegistry.from_config(cfg)
+    manifest = registry.get(g.model.name)
+    if manifest.modality == "text":
+        name, variant = g.model.name, g.model.variant
+    elif manifest.paired_with:
+        name, variant = manifest.paired_with, None
+    else:
+        raise GalleryError(
+            f"gallery {g.path} holds {g.model.label} image embeddings, which have no text "
+            "tower; --text needs a gallery built with a text model or a CLIP-style pair"
+        )
+    encoder = TextExtractor.from_config(cfg, name, variant)
+    if manifest.modality == "text":
+        g.check_model(GalleryModel.of(encoder.model))
+    return encoder.encode(texts)
+
+
+def _show(labels: list[str], results: list[SearchResult], model: str, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "model": model,
+                "queries": [
+                    {
+                        "query": q,
+                        "identities": [m.__dict__ for m in r.identities],
+                        "hits": [h.__dict__ for h in r.hits],
+                    }
+                    for q, r in zip(labels, results, strict=True)
+                ],
+            }
+        )
+        return
+    for q, r in zip(labels, results, strict=True):
+        table = Table(title=f"{q} ({model})")
+        for col in ("rank", "identity", "score", "best image score", "best image"):
+            table.add_column(col)
+        best_source = {}
+        for h in sorted(r.hits, key=lambda h: -h.image_score):
+            best_source.setdefault(h.identity, h.source)
+        for rank, m in enumerate(r.identities, 1):
+            table.add_row(
+                str(rank),
+                m.identity,
+                f"{m.score:.3f}",
+                f"{m.best_image_score:.3f}",
+                best_source.get(m.identity, ""),
+            )
+        console.print(table)

@@ -1,0 +1,116 @@
+"""Extraction behind the embedding cache: content-addressed, with the model loaded on first miss.
+
+Enrollment, search, evaluation and the running agent ask this for embeddings; only content the
+cache has not seen (for this model fingerprint and flip setting) reaches the ONNX session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.cache import EmbeddingCache, cache_key, content_hash
+from agent.config import AgentConfig
+from agent.extract import ImageExtractor, ItemError, model_fingerprint
+from agent.preprocess import ArrayImage, EncodedImage
+from agent.registry import ModelRegistry, ResolvedModel
+
+
+@dataclass
+class Embedded:
+    """Rows aligned with the inputs; `ok` False where the item failed (see `errors`)."""
+
+    vectors: np.ndarray
+    ok: np.ndarray
+    errors: list[ItemError]
+
+
+class CachedEmbedder:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        model: ResolvedModel,
+        cache: EmbeddingCache | None,
+    ):
+        self.cfg = cfg
+        self.model = model
+        self.cache = cache
+        self.fingerprint = model_fingerprint(model)
+        self.dim = model.manifest.embedding_dim
+        self._extractor: ImageExtractor | None = None
+        self.inferences = 0  # images that went through the model
+
+    @classmethod
+    def from_config(
+        cls, cfg: AgentConfig, name: str | None = None, variant: str | None = None
+    ) -> CachedEmbedder:
+        name = name or cfg.models.default
+        if variant is None and name == cfg.models.default:
+            variant = cfg.models.variant
+        model = ModelRegistry.from_config(cfg).resolve(name, variant, cfg.models.verify_sha256)
+        return cls(cfg, model, EmbeddingCache.from_config(cfg))
+
+    @property
+    def extractor(self) -> ImageExtractor:
+        if self._extractor is None:
+            self._extractor = ImageExtractor(
+                self.model, self.cfg.models, self.cfg.state_dir / "trt_cache"
+            )
+        return self._extractor
+
+    @property
+    def provider(self) -> str | None:
+        return self._extractor.provider if self._extractor else None
+
+    def embed(
+        self,
+        items: Sequence[EncodedImage | ArrayImage],
+        hashes: Sequence[str] | None = None,
+        flip: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> Embedded:
+        """Embed items, serving what the cache holds; `hashes` are the items' content hashes."""
+        n = len(items)
+        if hashes is None:
+            hashes = [
+                content_hash(i.data if isinstance(i, EncodedImage) else i.pixels) for i in items
+            ]
+        keys = [cache_key(h, self.fingerprint, flip) for h in hashes]
+        cached = self.cache.get_many(keys) if self.cache is not None else {}
+        out = Embedded(np.zeros((n, self.dim), np.float32), np.zeros(n, bool), [])
+        todo = []
+        for i, key in enumerate(keys):
+            if key in cached:
+                out.vectors[i] = cached[key]
+                out.ok[i] = True
+            else:
+                todo.append(i)
+        if progress is not None and n - len(todo):
+            progress(n - len(todo))
+        if todo:
+            result = self.extractor.extract([items[i] for i in todo], flip=flip, progress=progress)
+            self.inferences += int(result.ok.sum())
+            fresh = {}
+            for row, i in enumerate(todo):
+                if result.ok[row]:
+                    out.vectors[i] = result.embeddings[row]
+                    out.ok[i] = True
+                    fresh[keys[i]] = result.embeddings[row]
+            out.errors = [ItemError(todo[e.index], e.source, e.message) for e in result.errors]
+            if self.cache is not None:
+                self.cache.put_many(fresh)
+        return out
+
+    def close(self) -> None:
+        if self._extractor is not None:
+            self._extractor.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> CachedEmbedder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,254 @@
+"""Enrollment: a folder of identities in, gallery changes out (idempotent and resumable).
+
+`DIR/<identity>/<image>` (the folder name is the identity) or a flat folder whose file names
+carry the identity (`--id-from filename`: `alice_003.jpg` -> `alice`). Files are compared with
+the gallery by path and content hash, so a re-run adds only new or changed files. Work is
+committed in chunks: a run that is killed keeps what it committed and the next run resumes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agent.cache import content_hash
+from agent.embedder import CachedEmbedder
+from agent.errors import InputError
+from agent.gallery import Gallery, NewVector, check_identity
+from agent.preprocess import IMAGE_SUFFIXES, EncodedImage, list_images
+
+IdFrom = Literal["folder", "filename"]
+CHUNK = 64
+_TRAILING_NUMBER = re.compile(r"^(.*?)[\s_\-.]*\d+$")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    identity: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str  # corrupt, unreadable, empty-folder, bad-identity, duplicate, same-as-other-identity
+    message: str
+
+
+@dataclass
+class EnrollReport:
+    gallery: str
+    model: str
+    dry_run: bool
+    scanned: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    skipped_duplicates: int = 0
+    inferences: int = 0
+    cache_hits: int = 0
+    identities: int = 0
+    gallery_vectors: int = 0
+    gallery_version: int = 0
+    seconds: float = 0.0
+    provider: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def identity_from_filename(stem: str) -> str:
+    """`alice_003` -> `alice`, `bob-2` -> `bob`, `carol` -> `carol`."""
+    match = _TRAILING_NUMBER.match(stem)
+    return match.group(1) if match and match.group(1) else stem
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def scan(
+    directory: Path, id_from: IdFrom = "folder", recursive: bool = False
+) -> tuple[list[Candidate], list[Problem]]:
+    """The images to enroll and the problems found; layout errors raise InputError."""
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory")
+    problems: list[Problem] = []
+    found: list[Candidate] = []
+    if id_from == "filename":
+        images = list_images(directory, recursive=recursive)
+        if not recursive:
+            nested = [d for d in directory.iterdir() if d.is_dir() and list_images(d)]
+            if nested:
+                raise InputError(
+                    f"{nested[0]}: nested folder with images; use --recursive to include it"
+                )
+        for path in images:
+            identity = identity_from_filename(path.stem)
+            problem = check_identity(identity)
+            if problem:
+                problems.append(Problem(str(path), "bad-identity", problem))
+            else:
+                found.append(Candidate(identity, path))
+        if not found and not problems:
+            raise InputError(f"{directory}: no images (jpg, jpeg, png, webp, bmp, tif, tiff)")
+        return found, problems
+
+    loose = sorted(p for p in directory.iterdir() if _is_image(p))
+    if loose:
+        raise InputError(
+            f"{directory} has images directly inside (e.g. {loose[0].name}); expected "
+            "DIR/<identity>/<image>, or use --id-from filename"
+        )
+    folders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{directory}: no identity folders (expected DIR/<identity>/<image>)")
+    for folder in folders:
+        problem = check_identity(folder.name)
+        if problem:
+            problems.append(Problem(str(folder), "bad-identity", problem))
+            continue
+        if recursive:
+            images = list_images(folder, recursive=True)
+        else:
+            images = sorted(p for p in folder.iterdir() if _is_image(p))
+            nested = [d for d in sorted(folder.iterdir()) if d.is_dir() and list_images(d)]
+            if nested:
+                raise InputError(
+                    f"{nested[0]}: nested folder with images inside identity {folder.name!r}; "
+                    "use --recursive to enroll it under that identity"
+                )
+        if not images:
+            problems.append(Problem(str(folder), "empty-folder", "no images in this folder"))
+        found += [Candidate(folder.name, p) for p in images]
+    return found, problems
+
+
+def _read(path: Path) -> bytes | Problem:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return Problem(str(path), "unreadable", f"{path}: cannot read ({exc.strerror})")
+    if not data:
+        return Problem(str(path), "corrupt", f"{path}: empty file")
+    return data
+
+
+def enroll(
+    gallery: Gallery,
+    embedder: CachedEmbedder,
+    candidates: list[Candidate],
+    replace: bool = False,
+    prune: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> EnrollReport:
+    """Bring the gallery in line with the candidates (see module docstring)."""
+    started = time.perf_counter()
+    report = EnrollReport(str(gallery.path), gallery.model.label, dry_run)
+    report.scanned = len(candidates)
+    by_source = {e.source: e for e in gallery.entries()}
+    owners: dict[str, set[str]] = {}
+    sources_of: dict[tuple[str, str], str] = {}
+    for e in by_source.values():
+        owners.setdefault(e.content_hash, set()).add(e.identity)
+        sources_of.setdefault((e.identity, e.content_hash), e.source)
+    seen_sources: set[str] = set()
+    flip = gallery.settings.flip
+    hits_before = embedder.cache.stats.hits if embedder.cache else 0
+
+    for start in range(0, len(candidates), CHUNK):
+        chunk = candidates[start : start + CHUNK]
+        todo: list[tuple[Candidate, str, bytes, int | None]] = []
+        for cand in chunk:
+            source = str(cand.path.resolve())
+            seen_sources.add(source)
+            data = _read(cand.path)
+            if isinstance(data, Problem):
+                report.problems.append(data)
+                report.failed += 1
+                continue
+            digest = content_hash(data)
+            old = by_source.get(source)
+            if old is not None and old.content_hash == digest and old.identity == cand.identity:
+                report.unchanged += 1
+                continue
+            twin = sources_of.get((cand.identity, digest))
+            if twin is not None and twin != source:
+                report.problems.append(
+                    Problem(str(cand.path), "duplicate", f"same image as {twin}; skipped")
+                )
+                report.skipped_duplicates += 1
+                continue
+            others = owners.get(digest, set()) - {cand.identity}
+            if others:
+                report.problems.append(
+                    Problem(
+                        str(cand.path),
+                        "same-as-other-identity",
+                        f"same image is enrolled as {', '.join(sorted(others))}",
+                    )
+                )
+            owners.setdefault(digest, set()).add(cand.identity)
+            sources_of[(cand.identity, digest)] = source
+            todo.append((cand, digest, data, old.key if old else None))
+        if progress is not None and len(chunk) > len(todo):
+            progress(len(chunk) - len(todo))
+        if not todo:
+            continue
+        if dry_run:
+            report.added += sum(1 for t in todo if t[3] is None)
+            report.updated += sum(1 for t in todo if t[3] is not None)
+            if progress is not None:
+                progress(len(todo))
+            continue
+        items = [EncodedImage(data, str(c.path)) for c, _, data, _ in todo]
+        embedded = embedder.embed(items, [d for _, d, _, _ in todo], flip=flip, progress=progress)
+        for err in embedded.errors:
+            report.problems.append(Problem(err.source, "corrupt", err.message))
+        report.failed += len(embedded.errors)
+        add, remove = [], []
+        for row, (cand, digest, _, old_key) in enumerate(todo):
+            if not embedded.ok[row]:
+                continue
+            add.append(
+                NewVector(cand.identity, str(cand.path.resolve()), digest, embedded.vectors[row])
+            )
+            if old_key is not None:
+                remove.append(old_key)
+                report.updated += 1
+            else:
+                report.added += 1
+        gallery.apply(add=add, remove=remove)
+
+    stale: list[int] = []
+    if replace:
+        identities = {c.identity for c in candidates}
+        stale += [
+            e.key
+            for e in by_source.values()
+            if e.identity in identities and e.source not in seen_sources
+        ]
+    if prune:
+        stale += [e.key for e in by_source.values() if not Path(e.source).exists()]
+    stale = sorted(set(stale))
+    report.removed = len(stale)
+    if stale and not dry_run:
+        gallery.apply(remove=stale)
+    if not dry_run:
+        gallery.flush()
+    report.inferences = embedder.inferences
+    report.cache_hits = (embedder.cache.stats.hits - hits_before) if embedder.cache else 0
+    report.provider = embedder.provider
+    report.gallery_vectors = gallery.count
+    report.identities = len(gallery.identities())
+    report.gallery_version = gallery.version
+    report.seconds = time.perf_counter() - started
+    return report
