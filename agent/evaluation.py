@@ -31,6 +31,18 @@ def _distribution(x: np.ndarray) -> dict[str, float]:
     }
 
 
+def _first_distinct(ranked: np.ndarray, k: int, truth: str) -> bool:
+    """Whether `truth` is among the first k distinct labels of a ranking."""
+    seen: set[str] = set()
+    for label in ranked:
+        if label == truth:
+            return True
+        seen.add(label)
+        if len(seen) >= k:
+            return False
+    return False
+
+
 def suggest_threshold(top_scores: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
     """Thresholds on the top-1 score: the F1-best one, and the lowest reaching the target
     precision (accept = score >= t; precision over accepted, recall over all queries)."""
@@ -81,8 +93,7 @@ def retrieval_metrics(
     ranked_ids = gallery_ids[order]
     for k in ks:
         found = [
-            truth in list(dict.fromkeys(row[: k * 50]))[:k]
-            for truth, row in zip(query_ids, ranked_ids, strict=True)
+            _first_distinct(row, k, truth) for truth, row in zip(query_ids, ranked_ids, strict=True)
         ]
         out[f"identity_recall@{k}"] = round(float(np.mean(found)), 4)
     hits = np.cumsum(relevant, axis=1)

@@ -232,6 +232,7 @@ class Gallery:
         self._dirty_identities: set[str] = set()
         self._full_rebuild = False
         self.repaired: str | None = None
+        self.memory_mapped = False  # True when the index file is viewed (mmap), not loaded
         self.projection = self._load_projection()
         self._load_centroids()
         self.index = self._open_index()
@@ -493,6 +494,7 @@ class Gallery:
             else:
                 if index is None or len(index) != self.count or index.ndim != self.search_dim:
                     problem = "index size or dimension disagrees with the metadata"
+                self.memory_mapped = not self.writable and problem is None
         if problem is None:
             return index if index is not None else self._new_index(self.search_dim)
         self.repaired = problem
@@ -504,8 +506,8 @@ class Gallery:
             self.flush()
             return self.index
         log.warning(
-            "gallery %s: %s; serving an index rebuilt in memory (open it for writing, e.g. "
-            "`agent gallery reindex`, to save the repair)",
+            "gallery %s: %s; serving an index rebuilt in memory (`agent gallery repair` "
+            "saves the repair)",
             self.path,
             problem,
         )

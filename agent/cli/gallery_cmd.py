@@ -1,4 +1,4 @@
-"""`agent gallery list|stats|remove|export|import|reindex`."""
+"""`agent gallery list|stats|remove|repair|export|import|reindex`."""
 
 from __future__ import annotations
 
@@ -73,6 +73,17 @@ def remove(
         g.flush()
         version = g.version
     console.print(f"removed {identity!r}: {removed} vectors (gallery version {version})")
+
+
+@app.command("repair")
+def repair(ctx: typer.Context, gallery: Path | None = GalleryOption) -> None:
+    """Check the index against the metadata and rebuild it if they disagree."""
+    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery), writable=True) as g:
+        problem, count = g.repaired, g.count
+    if problem:
+        console.print(f"repaired: {problem}; index rebuilt with {count} vectors")
+    else:
+        console.print(f"consistent: {count} vectors")
 
 
 @app.command("export")

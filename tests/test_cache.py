@@ -1,0 +1,57 @@
+"""The persistent LRU embedding cache: exact round trip, LRU order, bounds, restart."""
+
+import numpy as np
+
+from agent.cache import EmbeddingCache, cache_key, content_hash
+
+
+def vec(seed: int, dim: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+
+
+def test_round_trip_is_exact_and_counts_hits(tmp_path):
+    with EmbeddingCache(tmp_path / "c.db") as cache:
+        cache.put_many({"a": vec(1), "b": vec(2)})
+        got = cache.get_many(["a", "b", "zzz"])
+        assert set(got) == {"a", "b"}
+        np.testing.assert_array_equal(got["a"], vec(1))
+        assert (cache.stats.hits, cache.stats.misses) == (2, 1)
+        assert cache.stats.entries == 2
+
+
+def test_least_recently_used_is_evicted_first(tmp_path):
+    with EmbeddingCache(tmp_path / "c.db", max_entries=3) as cache:
+        for i, key in enumerate("abc"):
+            cache.put_many({key: vec(i)})
+        assert cache.get("a") is not None  # a is now the most recently used
+        cache.put_many({"d": vec(9)})
+        assert cache.stats.evictions == 1
+        assert cache.get("b") is None
+        assert cache.get("a") is not None and cache.get("c") is not None
+        assert cache.stats.entries == 3
+
+
+def test_byte_bound_evicts(tmp_path):
+    per_entry = 64 * 4
+    with EmbeddingCache(tmp_path / "c.db", max_bytes=per_entry * 2) as cache:
+        for i in range(5):
+            cache.put_many({f"k{i}": vec(i, 64)})
+        assert cache.stats.entries == 2 and cache.stats.bytes <= per_entry * 2
+        assert cache.get("k4") is not None and cache.get("k0") is None
+
+
+def test_survives_restart(tmp_path):
+    with EmbeddingCache(tmp_path / "c.db") as cache:
+        cache.put_many({"x": vec(3)})
+    with EmbeddingCache(tmp_path / "c.db") as cache:
+        assert cache.stats.entries == 1
+        np.testing.assert_array_equal(cache.get("x"), vec(3))
+
+
+def test_keys_separate_content_model_and_flip():
+    pixels = np.zeros((4, 6), np.uint8)
+    assert content_hash(pixels) != content_hash(pixels.reshape(6, 4))
+    assert content_hash(b"abc") == content_hash(b"abc") != content_hash(b"abd")
+    h = content_hash(b"abc")
+    keys = {cache_key(h, "m1"), cache_key(h, "m2"), cache_key(h, "m1", flip=True)}
+    assert len(keys) == 3

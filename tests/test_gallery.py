@@ -1,0 +1,210 @@
+"""The gallery: USearch index + SQLite metadata, crash repair, locking, model checks."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from agent.gallery import (
+    INDEX_FILE,
+    Gallery,
+    GalleryError,
+    GalleryModel,
+    GallerySettings,
+    NewVector,
+    import_gallery,
+)
+
+DIM = 16
+MODEL = GalleryModel("tiny", "fp32", "fp-aaaa", "sha-aaaa", DIM)
+PLAIN = GallerySettings(dtype="f32").as_plain()
+
+
+def clusters(n_ids: int = 6, per_id: int = 5, seed: int = 0, noise: float = 0.15):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, DIM))
+    items = []
+    for i in range(n_ids):
+        for j in range(per_id):
+            v = centres[i] + noise * rng.standard_normal(DIM)
+            items.append(NewVector(f"id{i}", f"/img/id{i}/{j}.jpg", f"h{i}-{j}", unit(v)))
+    return centres, items
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def make(path, settings=PLAIN, n_ids=6, per_id=5) -> np.ndarray:
+    centres, items = clusters(n_ids, per_id)
+    with Gallery.create(path, MODEL, settings) as g:
+        g.apply(add=items)
+    return centres
+
+
+def test_search_finds_identity_and_aggregates(tmp_path):
+    centres = make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.count == 30 and g.version == 1
+        results = g.search(np.stack([unit(c) for c in centres]), k=3)
+    for i, r in enumerate(results):
+        assert r.identities[0].identity == f"id{i}"
+        assert r.hits[0].identity == f"id{i}"
+        assert r.hits[0].score >= r.hits[1].score >= r.hits[2].score
+        assert len({m.identity for m in r.identities}) == len(r.identities)
+
+
+def test_threshold_filters(tmp_path):
+    centres = make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        r = g.search(unit(centres[0])[None], k=10, threshold=0.9)[0]
+    assert r.hits and all(h.score >= 0.9 for h in r.hits)
+    assert {h.identity for h in r.hits} == {"id0"}
+
+
+def test_index_search_agrees_with_exact_scores(tmp_path):
+    make(tmp_path / "g", n_ids=20, per_id=10)
+    queries = clusters(20, 2, seed=5)[1]
+    q = np.stack([i.vector for i in queries])
+    with Gallery.open(tmp_path / "g") as g:
+        scores, ids = g.score_matrix(q, plain=True)
+        results = g.search(q, k=1)
+    exact = [ids[i] for i in scores.argmax(axis=1)]
+    assert [r.hits[0].identity for r in results] == exact
+    for r, row in zip(results, scores, strict=True):
+        assert r.hits[0].score == pytest.approx(row.max(), abs=1e-5)
+
+
+def test_identity_weight_blends_centroid_score(tmp_path):
+    settings = GallerySettings(dtype="f32", flip=False, whiten_dim=0, identity_weight=0.5)
+    centres = make(tmp_path / "g", settings)
+    with Gallery.open(tmp_path / "g") as g:
+        q = unit(centres[2])[None]
+        blended = g.search(q, k=1)[0].identities[0]
+        raw = g.search(q, k=1, identity_weight=0.0)[0].identities[0]
+    assert blended.score == pytest.approx(
+        0.5 * blended.best_image_score + 0.5 * blended.centroid_score, abs=1e-5
+    )
+    assert raw.score == pytest.approx(raw.best_image_score)
+
+
+def test_reader_uses_memory_mapped_view_and_sees_versions(tmp_path):
+    make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as reader:
+        assert reader.memory_mapped
+        assert reader.repaired is None and reader.version == 1
+        with pytest.raises(GalleryError, match="read-only"):
+            reader.apply(remove=[1])
+
+
+def test_second_writer_is_refused_with_pid(tmp_path):
+    make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g", writable=True):
+        with pytest.raises(GalleryError, match=f"pid {os.getpid()}"):
+            Gallery.open(tmp_path / "g", writable=True)
+        with Gallery.open(tmp_path / "g") as reader:  # readers are fine meanwhile
+            assert reader.count == 30
+
+
+def test_crash_between_metadata_and_index_is_repaired(tmp_path):
+    """A process that commits vectors and dies before saving the index (kill -9)."""
+    make(tmp_path / "g")
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from agent.gallery import Gallery, NewVector
+        g = Gallery.open({str(tmp_path / "g")!r}, writable=True)
+        v = np.ones({DIM}, np.float32) / {DIM} ** 0.5
+        g.apply(add=[NewVector("late", "/img/late.jpg", "h-late", v)])
+        os._exit(9)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 9, out.stderr
+    q = np.ones((1, DIM), np.float32) / DIM**0.5
+    with Gallery.open(tmp_path / "g") as reader:
+        assert reader.repaired and "older" in reader.repaired
+        assert reader.count == 31
+        assert reader.search(q, k=1)[0].identities[0].identity == "late"
+    with Gallery.open(tmp_path / "g", writable=True) as writer:
+        assert writer.repaired and not writer.memory_mapped  # the writer saves the repair
+    with Gallery.open(tmp_path / "g") as reader:
+        assert reader.repaired is None
+        assert len(reader.index) == 31
+
+
+def test_corrupt_index_file_is_rebuilt_not_served(tmp_path):
+    centres = make(tmp_path / "g")
+    (tmp_path / "g" / INDEX_FILE).write_bytes(b"garbage")
+    with Gallery.open(tmp_path / "g") as reader:
+        assert reader.repaired
+        assert reader.search(unit(centres[1])[None], k=1)[0].identities[0].identity == "id1"
+
+
+def test_other_model_is_refused_with_reindex_hint(tmp_path):
+    make(tmp_path / "g")
+    other = GalleryModel("other", "int8", "fp-bbbb", "sha-bbbb", DIM)
+    with pytest.raises(GalleryError, match="reindex"):
+        Gallery.open_or_create(tmp_path / "g", other, PLAIN)
+    with Gallery.open(tmp_path / "g") as g, pytest.raises(GalleryError, match="dimensions"):
+        g.search(np.ones((1, DIM + 1), np.float32))
+
+
+def test_remove_identity_updates_index_and_centroids(tmp_path):
+    centres = make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g", writable=True) as g:
+        assert g.remove_identity("id3") == 5
+        with pytest.raises(GalleryError, match="not in gallery"):
+            g.remove_identity("id3")
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.count == 25 and "id3" not in g.centroid_ids
+        r = g.search(unit(centres[3])[None], k=5)[0]
+        assert all(m.identity != "id3" for m in r.identities)
+
+
+def test_export_import_round_trip(tmp_path):
+    centres = make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        g.export(tmp_path / "export.db")
+        before = g.search(unit(centres[4])[None], k=3)[0]
+    g2, added, skipped = import_gallery(tmp_path / "export.db", tmp_path / "g2")
+    with g2:
+        assert (added, skipped) == (30, 0)
+        after = g2.search(unit(centres[4])[None], k=3)[0]
+    assert [h.source for h in after.hits] == [h.source for h in before.hits]
+    g3, added, skipped = import_gallery(tmp_path / "export.db", tmp_path / "g2")
+    with g3:
+        assert (added, skipped) == (0, 30)
+
+
+def test_import_of_a_non_gallery_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(GalleryError, match="not a gallery export"):
+        import_gallery(bad, tmp_path / "g")
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE meta(key TEXT, value TEXT)").connection.commit()
+    with pytest.raises(GalleryError, match="not a gallery export"):
+        import_gallery(other, tmp_path / "g")
+
+
+def test_whitening_applies_only_with_enough_images_and_persists(tmp_path):
+    settings = GallerySettings(dtype="f32", flip=False, whiten_dim=4, identity_weight=0.0)
+    centres = make(tmp_path / "small", settings, n_ids=3, per_id=5)  # 15 < 4 x 4
+    with Gallery.open(tmp_path / "small") as g:
+        assert g.projection is None and g.search_dim == DIM
+    centres = make(tmp_path / "big", settings, n_ids=6, per_id=5)  # 30 >= 16
+    with Gallery.open(tmp_path / "big") as g:
+        assert g.projection is not None and g.search_dim == 4 and g.index.ndim == 4
+        r = g.search(np.stack([unit(c) for c in centres]), k=1)
+    assert [x.identities[0].identity for x in r] == [f"id{i}" for i in range(6)]
+
+
+def test_invalid_identity_is_refused(tmp_path):
+    with Gallery.create(tmp_path / "g", MODEL, PLAIN) as g:
+        for name in ("", "a/b", "x\ny", ".."):
+            with pytest.raises(GalleryError):
+                g.apply(add=[NewVector(name, "/s", "h", unit(np.ones(DIM)))])
