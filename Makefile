@@ -22,8 +22,9 @@ $(VENV)/.dev: $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
 	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent models list
-	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent embed examples/gallery --out $(STATE)/demo_gallery.npz
-	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/python tools/demo_search.py $(STATE)/demo_gallery.npz examples/camera.mp4 examples/camera_gt.csv
+	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent enroll examples/gallery -g $(STATE)/demo_gallery
+	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent search examples/gallery/Oatly-Oat-Milk -g $(STATE)/demo_gallery -k 3
+	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/python tools/demo_search.py $(STATE)/demo_gallery examples/camera.mp4 examples/camera_gt.csv
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check agent tests tools

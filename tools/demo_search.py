@@ -1,8 +1,8 @@
-"""Demo: embed sampled frames of a camera clip and find each one's nearest gallery image.
+"""Demo: embed sampled frames of a camera clip and find each one's identity in the gallery.
 
-Usage: python tools/demo_search.py GALLERY.npz CLIP.mp4 GROUND_TRUTH.csv [--every N]
-GALLERY.npz comes from `agent embed examples/gallery --out GALLERY.npz`; the identity of a gallery
-image is its folder name. Prints a table of frames with predicted vs true identity, and accuracy.
+Usage: python tools/demo_search.py GALLERY_DIR CLIP.mp4 GROUND_TRUTH.csv [--every N]
+GALLERY_DIR comes from `agent enroll examples/gallery -g GALLERY_DIR`. Prints a table of frames
+with predicted vs true identity, and the top-1 accuracy.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import csv
 from pathlib import Path
 
 import cv2
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from agent import ArrayImage, ImageExtractor, load_config
+from agent.gallery import Gallery
 
 
 def main() -> None:
@@ -27,9 +27,6 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10, help="Use every Nth frame.")
     args = parser.parse_args()
 
-    with np.load(args.gallery, allow_pickle=False) as data:
-        gallery, paths = data["embeddings"].astype(np.float32), data["paths"]
-    identities = np.array([Path(p).parent.name for p in paths])
     with open(args.ground_truth, newline="") as fh:
         truth = {int(r["frame"]): r["identity"] for r in csv.DictReader(fh)}
 
@@ -45,27 +42,30 @@ def main() -> None:
         index += 1
     capture.release()
 
-    with ImageExtractor.from_config(load_config()) as extractor:
-        result = extractor.extract(frames)
-        label, provider = extractor.model.label, extractor.provider
-    scores = result.embeddings @ gallery.T
-    best = scores.argmax(axis=1)
+    cfg = load_config()
+    with Gallery.open(args.gallery) as gallery:
+        name, variant = gallery.model.name, gallery.model.variant
+        with ImageExtractor.from_config(cfg, name, variant) as extractor:
+            result = extractor.extract(frames)
+            label, provider = extractor.model.label, extractor.provider
+        matches = [r.identities[0] for r in gallery.search(result.embeddings, k=1)]
+        size = gallery.count
 
     table = Table(
-        title=f"{len(frames)} frames of {args.clip.name} vs {len(gallery)} gallery "
+        title=f"{len(frames)} frames of {args.clip.name} vs {size} gallery "
         f"images ({label} on {provider})"
     )
     for col in ("frame", "predicted", "score", "truth", ""):
         table.add_column(col)
     correct = 0
     for row, frame_index in enumerate(indices):
-        predicted, true = identities[best[row]], truth.get(frame_index, "?")
+        predicted, true = matches[row].identity, truth.get(frame_index, "?")
         hit = predicted == true
         correct += hit
         table.add_row(
             str(frame_index),
             predicted,
-            f"{scores[row, best[row]]:.3f}",
+            f"{matches[row].score:.3f}",
             true,
             "[green]ok[/]" if hit else "[red]miss[/]",
         )

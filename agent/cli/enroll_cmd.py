@@ -90,28 +90,21 @@ def _show(report: EnrollReport, as_json: bool) -> None:
         print_json(report.as_dict())
         return
     title = f"{'dry run: ' if report.dry_run else ''}{report.gallery} ({report.model})"
-    table = Table(title=title)
-    cols = ("scanned", "added", "updated", "unchanged", "removed", "failed", "duplicates")
-    for col in (*cols, "inferences", "cache hits", "img/s"):
-        table.add_column(col, justify="right")
+    table = Table(title=title, show_header=False)
     rate = report.scanned / report.seconds if report.seconds else 0.0
-    table.add_row(
-        *(
-            str(v)
-            for v in (
-                report.scanned,
-                report.added,
-                report.updated,
-                report.unchanged,
-                report.removed,
-                report.failed,
-                report.skipped_duplicates,
-                report.inferences,
-                report.cache_hits,
-            )
-        ),
-        f"{rate:.1f}",
-    )
+    for label, value in (
+        ("scanned", report.scanned),
+        ("added", report.added),
+        ("updated (content changed)", report.updated),
+        ("unchanged", report.unchanged),
+        ("removed (--replace/--prune)", report.removed),
+        ("failed", report.failed),
+        ("duplicates skipped", report.skipped_duplicates),
+        ("inferences", report.inferences),
+        ("embedding cache hits", report.cache_hits),
+        ("images/s", f"{rate:.1f}"),
+    ):
+        table.add_row(label, str(value))
     console.print(table)
     if report.problems:
         problems = Table(title="problems (skipped or worth a look)")
