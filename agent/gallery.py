@@ -48,6 +48,7 @@ LOCK_FILE = "writer.lock"
 WHITEN_MIN_RATIO = 4  # images per whitened dimension before whitening is applied
 REFIT_GROWTH = 0.25  # refit the projection when the gallery size moved by this fraction
 READER_WAIT_S = 10.0
+EXACT_BELOW = 4096  # galleries this small are searched exhaustively: exact, and about as fast
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -802,7 +803,7 @@ class Gallery:
             return [SearchResult() for _ in range(len(space))]
         weight = self.settings.identity_weight if identity_weight is None else identity_weight
         count = min(max(candidates, k), self.count)
-        matches = self.index.search(space, count)
+        matches = self.index.search(space, count, exact=self.count <= EXACT_BELOW)
         all_keys = np.atleast_2d(matches.keys)
         all_dist = np.atleast_2d(matches.distances)
         info = self._lookup(all_keys[all_keys != np.iinfo(np.uint64).max].ravel())
