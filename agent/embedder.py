@@ -13,9 +13,9 @@ import numpy as np
 
 from agent.cache import EmbeddingCache, cache_key, content_hash
 from agent.config import AgentConfig
-from agent.extract import ImageExtractor, ItemError, model_fingerprint
+from agent.extract import ImageExtractor, ItemError, model_fingerprint, resolve_image_model
 from agent.preprocess import ArrayImage, EncodedImage
-from agent.registry import ModelRegistry, ResolvedModel
+from agent.registry import ResolvedModel
 
 
 @dataclass
@@ -46,10 +46,7 @@ class CachedEmbedder:
     def from_config(
         cls, cfg: AgentConfig, name: str | None = None, variant: str | None = None
     ) -> CachedEmbedder:
-        name = name or cfg.models.default
-        if variant is None and name == cfg.models.default:
-            variant = cfg.models.variant
-        model = ModelRegistry.from_config(cfg).resolve(name, variant, cfg.models.verify_sha256)
+        model = resolve_image_model(cfg, name, variant)
         return cls(cfg, model, EmbeddingCache.from_config(cfg))
 
     @property

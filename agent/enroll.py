@@ -18,7 +18,7 @@ from typing import Literal
 from agent.cache import content_hash
 from agent.embedder import CachedEmbedder
 from agent.errors import InputError
-from agent.gallery import Gallery, NewVector, check_identity
+from agent.gallery import Entry, Gallery, NewVector, check_identity
 from agent.preprocess import IMAGE_SUFFIXES, EncodedImage, list_images
 
 IdFrom = Literal["folder", "filename"]
@@ -131,14 +131,74 @@ def scan(
     return found, problems
 
 
-def _read(path: Path) -> bytes | Problem:
+def read_image_file(path: Path) -> EncodedImage | Problem:
+    """A file's bytes for decoding later, or the problem that stops it being read."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return Problem(str(path), "unreadable", f"{path}: cannot read ({exc.strerror})")
     if not data:
         return Problem(str(path), "corrupt", f"{path}: empty file")
-    return data
+    return EncodedImage(data, str(path))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A file that needs an embedding: new, or replacing the vector `old_key`."""
+
+    identity: str
+    source: str
+    digest: str
+    image: EncodedImage
+    old_key: int | None
+
+
+class _Triage:
+    """Sorts files into unchanged, duplicate, unreadable or pending, against the gallery."""
+
+    def __init__(self, entries: list[Entry], report: EnrollReport):
+        self.report = report
+        self.by_source = {e.source: e for e in entries}
+        self.owners: dict[str, set[str]] = {}
+        self.sources_of: dict[tuple[str, str], str] = {}
+        for e in entries:
+            self.owners.setdefault(e.content_hash, set()).add(e.identity)
+            self.sources_of.setdefault((e.identity, e.content_hash), e.source)
+        self.seen_sources: set[str] = set()
+
+    def __call__(self, cand: Candidate) -> _Pending | None:
+        report = self.report
+        source = str(cand.path.resolve())
+        self.seen_sources.add(source)
+        image = read_image_file(cand.path)
+        if isinstance(image, Problem):
+            report.problems.append(image)
+            report.failed += 1
+            return None
+        digest = content_hash(image.data)
+        old = self.by_source.get(source)
+        if old is not None and old.content_hash == digest and old.identity == cand.identity:
+            report.unchanged += 1
+            return None
+        twin = self.sources_of.get((cand.identity, digest))
+        if twin is not None and twin != source:
+            report.problems.append(
+                Problem(str(cand.path), "duplicate", f"same image as {twin}; skipped")
+            )
+            report.skipped_duplicates += 1
+            return None
+        others = self.owners.get(digest, set()) - {cand.identity}
+        if others:
+            report.problems.append(
+                Problem(
+                    str(cand.path),
+                    "same-as-other-identity",
+                    f"same image is enrolled as {', '.join(sorted(others))}",
+                )
+            )
+        self.owners.setdefault(digest, set()).add(cand.identity)
+        self.sources_of[(cand.identity, digest)] = source
+        return _Pending(cand.identity, source, digest, image, old.key if old else None)
 
 
 def enroll(
@@ -154,87 +214,30 @@ def enroll(
     started = time.perf_counter()
     report = EnrollReport(str(gallery.path), gallery.model.label, dry_run)
     report.scanned = len(candidates)
-    by_source = {e.source: e for e in gallery.entries()}
-    owners: dict[str, set[str]] = {}
-    sources_of: dict[tuple[str, str], str] = {}
-    for e in by_source.values():
-        owners.setdefault(e.content_hash, set()).add(e.identity)
-        sources_of.setdefault((e.identity, e.content_hash), e.source)
-    seen_sources: set[str] = set()
-    flip = gallery.settings.flip
+    triage = _Triage(gallery.entries(), report)
     hits_before = embedder.cache.stats.hits if embedder.cache else 0
 
     for start in range(0, len(candidates), CHUNK):
         chunk = candidates[start : start + CHUNK]
-        todo: list[tuple[Candidate, str, bytes, int | None]] = []
-        for cand in chunk:
-            source = str(cand.path.resolve())
-            seen_sources.add(source)
-            data = _read(cand.path)
-            if isinstance(data, Problem):
-                report.problems.append(data)
-                report.failed += 1
-                continue
-            digest = content_hash(data)
-            old = by_source.get(source)
-            if old is not None and old.content_hash == digest and old.identity == cand.identity:
-                report.unchanged += 1
-                continue
-            twin = sources_of.get((cand.identity, digest))
-            if twin is not None and twin != source:
-                report.problems.append(
-                    Problem(str(cand.path), "duplicate", f"same image as {twin}; skipped")
-                )
-                report.skipped_duplicates += 1
-                continue
-            others = owners.get(digest, set()) - {cand.identity}
-            if others:
-                report.problems.append(
-                    Problem(
-                        str(cand.path),
-                        "same-as-other-identity",
-                        f"same image is enrolled as {', '.join(sorted(others))}",
-                    )
-                )
-            owners.setdefault(digest, set()).add(cand.identity)
-            sources_of[(cand.identity, digest)] = source
-            todo.append((cand, digest, data, old.key if old else None))
+        todo = [p for p in map(triage, chunk) if p is not None]
         if progress is not None and len(chunk) > len(todo):
             progress(len(chunk) - len(todo))
-        if not todo:
-            continue
         if dry_run:
-            report.added += sum(1 for t in todo if t[3] is None)
-            report.updated += sum(1 for t in todo if t[3] is not None)
-            if progress is not None:
+            report.added += sum(1 for p in todo if p.old_key is None)
+            report.updated += sum(1 for p in todo if p.old_key is not None)
+            if progress is not None and todo:
                 progress(len(todo))
-            continue
-        items = [EncodedImage(data, str(c.path)) for c, _, data, _ in todo]
-        embedded = embedder.embed(items, [d for _, d, _, _ in todo], flip=flip, progress=progress)
-        for err in embedded.errors:
-            report.problems.append(Problem(err.source, "corrupt", err.message))
-        report.failed += len(embedded.errors)
-        add, remove = [], []
-        for row, (cand, digest, _, old_key) in enumerate(todo):
-            if not embedded.ok[row]:
-                continue
-            add.append(
-                NewVector(cand.identity, str(cand.path.resolve()), digest, embedded.vectors[row])
-            )
-            if old_key is not None:
-                remove.append(old_key)
-                report.updated += 1
-            else:
-                report.added += 1
-        gallery.apply(add=add, remove=remove)
+        elif todo:
+            _embed_and_commit(gallery, embedder, todo, report, progress)
 
+    by_source = triage.by_source
     stale: list[int] = []
     if replace:
         identities = {c.identity for c in candidates}
         stale += [
             e.key
             for e in by_source.values()
-            if e.identity in identities and e.source not in seen_sources
+            if e.identity in identities and e.source not in triage.seen_sources
         ]
     if prune:
         stale += [e.key for e in by_source.values() if not Path(e.source).exists()]
@@ -252,3 +255,30 @@ def enroll(
     report.gallery_version = gallery.version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _embed_and_commit(
+    gallery: Gallery,
+    embedder: CachedEmbedder,
+    todo: list[_Pending],
+    report: EnrollReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Embed one chunk (cache first) and commit it to the gallery in one transaction."""
+    embedded = embedder.embed(
+        [p.image for p in todo], [p.digest for p in todo], gallery.settings.flip, progress
+    )
+    for err in embedded.errors:
+        report.problems.append(Problem(err.source, "corrupt", err.message))
+    report.failed += len(embedded.errors)
+    add, remove = [], []
+    for pending, ok, vector in zip(todo, embedded.ok, embedded.vectors, strict=True):
+        if not ok:
+            continue
+        add.append(NewVector(pending.identity, pending.source, pending.digest, vector))
+        if pending.old_key is None:
+            report.added += 1
+        else:
+            remove.append(pending.old_key)
+            report.updated += 1
+    gallery.apply(add=add, remove=remove)

@@ -74,6 +74,16 @@ def model_fingerprint(model: ResolvedModel) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def resolve_image_model(
+    cfg: AgentConfig, name: str | None = None, variant: str | None = None
+) -> ResolvedModel:
+    """The named model (default: the configured one, with its configured variant), verified."""
+    name = name or cfg.models.default
+    if variant is None and name == cfg.models.default:
+        variant = cfg.models.variant
+    return ModelRegistry.from_config(cfg).resolve(name, variant, verify=cfg.models.verify_sha256)
+
+
 class _OnnxModel:
     """What image and text extractors share: the session, output lookup, validation."""
 
@@ -139,15 +149,7 @@ class ImageExtractor(_OnnxModel):
     def from_config(
         cls, cfg: AgentConfig, name: str | None = None, variant: str | None = None
     ) -> ImageExtractor:
-        registry = ModelRegistry.from_config(cfg)
-        name = name or cfg.models.default
-        variant = (
-            variant
-            if variant is not None
-            else (cfg.models.variant if name == cfg.models.default else None)
-        )
-        model = registry.resolve(name, variant, verify=cfg.models.verify_sha256)
-        return cls(model, cfg.models, cfg.state_dir / "trt_cache")
+        return cls(resolve_image_model(cfg, name, variant), cfg.models, cfg.state_dir / "trt_cache")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -28,6 +28,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from agent.registry import ResolvedModel
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+Score = float | np.ndarray
 DB_FILE = "gallery.db"
 INDEX_FILE = "index.usearch"
 LOCK_FILE = "writer.lock"
@@ -179,11 +181,42 @@ class SearchResult:
     identities: list[IdentityMatch] = field(default_factory=list)
 
 
-def blend(image_scores: np.ndarray, centroid_scores: np.ndarray, weight: float) -> np.ndarray:
+def blend(image_scores: Score, centroid_scores: Score, weight: float) -> Score:
     """Identity aggregation: an image's score pulled towards its identity centroid's score."""
     if weight == 0.0:
         return image_scores
     return (1.0 - weight) * image_scores + weight * centroid_scores
+
+
+def _model_from_meta(meta: dict[str, str]) -> GalleryModel:
+    return GalleryModel(
+        meta["model_name"],
+        meta["model_variant"],
+        meta["model_fingerprint"],
+        meta["model_sha256"],
+        int(meta["dim"]),
+    )
+
+
+def _settings_from_meta(meta: dict[str, str]) -> GallerySettings:
+    return GallerySettings(
+        dtype=meta["dtype"],
+        connectivity=int(meta["connectivity"]),
+        expansion_add=int(meta["expansion_add"]),
+        expansion_search=int(meta["expansion_search"]),
+        flip=meta["flip"] == "1",
+        whiten_dim=int(meta["whiten_dim"]),
+        identity_weight=float(meta["identity_weight"]),
+    )
+
+
+def _sum_by_identity(vectors: np.ndarray, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted identity names and the (unnormalised) sum of each one's vectors."""
+    names = sorted(set(ids))
+    row = {n: i for i, n in enumerate(names)}
+    sums = np.zeros((len(names), vectors.shape[1]), np.float64)
+    np.add.at(sums, np.array([row[n] for n in ids]), vectors)
+    return names, sums
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -213,22 +246,8 @@ class Gallery:
         self._db = db
         self._lock_fd = lock_fd
         self.meta = self._read_meta()
-        self.model = GalleryModel(
-            self.meta["model_name"],
-            self.meta["model_variant"],
-            self.meta["model_fingerprint"],
-            self.meta["model_sha256"],
-            int(self.meta["dim"]),
-        )
-        self.settings = GallerySettings(
-            dtype=self.meta["dtype"],
-            connectivity=int(self.meta["connectivity"]),
-            expansion_add=int(self.meta["expansion_add"]),
-            expansion_search=int(self.meta["expansion_search"]),
-            flip=self.meta["flip"] == "1",
-            whiten_dim=int(self.meta["whiten_dim"]),
-            identity_weight=float(self.meta["identity_weight"]),
-        )
+        self.model = _model_from_meta(self.meta)
+        self.settings = _settings_from_meta(self.meta)
         self._vector_dtype = np.dtype("<f4") if self.settings.dtype == "f32" else np.dtype("<f2")
         self._dirty_identities: set[str] = set()
         self._full_rebuild = False
@@ -569,10 +588,7 @@ class Gallery:
         sums: dict[str, np.ndarray] = {}
         for _, ids, raw in chunks:
             space = self.projection.transform(raw) if self.projection else raw
-            names = sorted(set(ids))
-            row = {n: i for i, n in enumerate(names)}
-            part = np.zeros((len(names), space.shape[1]), np.float64)
-            np.add.at(part, np.array([row[n] for n in ids]), space)
+            names, part = _sum_by_identity(space, ids)
             for name, total in zip(names, part, strict=True):
                 sums[name] = sums[name] + total if name in sums else total
         names = sorted(sums)
@@ -666,8 +682,7 @@ class Gallery:
         """
         self._require_writable()
         model = model or self.model
-        if model.fingerprint != self.model.fingerprint:
-            self.check_model(model)
+        self.check_model(model)
         for item in add:
             problem = check_identity(item.identity)
             if problem:
@@ -799,11 +814,12 @@ class Gallery:
     ) -> list[SearchResult]:
         """Per query: the top-k images and top-k identities, scores in [-1, 1], best first."""
         space = self.to_search_space(queries)
-        if self.count == 0:
+        size = len(self.index)  # not count(*): that scans the table on every query
+        if size == 0:
             return [SearchResult() for _ in range(len(space))]
         weight = self.settings.identity_weight if identity_weight is None else identity_weight
-        count = min(max(candidates, k), self.count)
-        matches = self.index.search(space, count, exact=self.count <= EXACT_BELOW)
+        count = min(max(candidates, k), size)
+        matches = self.index.search(space, count, exact=size <= EXACT_BELOW)
         all_keys = np.atleast_2d(matches.keys)
         all_dist = np.atleast_2d(matches.distances)
         info = self._lookup(all_keys[all_keys != np.iinfo(np.uint64).max].ravel())
@@ -815,27 +831,21 @@ class Gallery:
                 for key, d in zip(all_keys[row], all_dist[row], strict=True)
                 if int(key) in info
             ]
-            cscore = {}
-            if centroid_scores is not None:
-                cscore = dict(zip(self.centroid_ids, centroid_scores[row].tolist(), strict=True))
+            cents = centroid_scores[row] if centroid_scores is not None else None
+            centroid = partial(self._centroid_score, cents)
             hits = []
             best: dict[str, float] = {}
             for key, score in valid:
                 identity, source = info[key]
-                c = cscore.get(identity, score)
-                final = float(blend(np.float32(score), np.float32(c), weight))
+                final = float(blend(score, centroid(identity, score), weight))
                 hits.append(Hit(key, identity, source, final, score))
                 best[identity] = max(best.get(identity, -2.0), score)
-            if weight > 0 and cscore:
-                top = np.argsort(-centroid_scores[row])[:k]
-                for i in top:
-                    best.setdefault(self.centroid_ids[i], float(centroid_scores[row][i]))
+            if weight > 0 and cents is not None:
+                for i in np.argsort(-cents)[:k]:
+                    best.setdefault(self.centroid_ids[i], float(cents[i]))
             idents = [
                 IdentityMatch(
-                    name,
-                    float(blend(np.float32(b), np.float32(cscore.get(name, b)), weight)),
-                    b,
-                    cscore.get(name, b),
+                    name, float(blend(b, centroid(name, b), weight)), b, centroid(name, b)
                 )
                 for name, b in best.items()
             ]
@@ -846,6 +856,11 @@ class Gallery:
                 idents = [m for m in idents if m.score >= threshold]
             results.append(SearchResult(hits[:k], idents[:k]))
         return results
+
+    def _centroid_score(self, cents: np.ndarray | None, identity: str, fallback: float) -> float:
+        """An identity's centroid score for one query; `fallback` when it has no centroid."""
+        i = self._centroid_row.get(identity) if cents is not None else None
+        return fallback if i is None else float(cents[i])
 
     def score_matrix(
         self, queries: np.ndarray, plain: bool = False
@@ -863,12 +878,10 @@ class Gallery:
         scores = q @ gal.T
         weight = 0.0 if plain else self.settings.identity_weight
         if weight > 0 and ids:
-            names = sorted(set(ids))
+            names, sums = _sum_by_identity(gal, ids)
             column = {n: i for i, n in enumerate(names)}
             owner = np.array([column[n] for n in ids])
-            sums = np.zeros((len(names), gal.shape[1]), np.float32)
-            np.add.at(sums, owner, gal)
-            cent = q @ _normalise(sums).T
+            cent = q @ _normalise(sums).astype(np.float32).T
             scores = blend(scores, cent[:, owner], weight)
         return scores, ids
 
@@ -923,20 +936,8 @@ def import_gallery(source: Path, target: Path) -> tuple[Gallery, int, int]:
     skipped. Refused when the models differ.
     """
     meta = read_export_meta(source)
-    model = GalleryModel(
-        meta["model_name"], meta["model_variant"], meta["model_fingerprint"],
-        meta["model_sha256"], int(meta["dim"]),
-    )  # fmt: skip
-    settings = GallerySettings(
-        dtype=meta["dtype"],
-        connectivity=int(meta["connectivity"]),
-        expansion_add=int(meta["expansion_add"]),
-        expansion_search=int(meta["expansion_search"]),
-        flip=meta["flip"] == "1",
-        whiten_dim=int(meta["whiten_dim"]),
-        identity_weight=float(meta["identity_weight"]),
-    )
-    gallery = Gallery.open_or_create(target, model, settings)
+    model = _model_from_meta(meta)
+    gallery = Gallery.open_or_create(target, model, _settings_from_meta(meta))
     try:
         present = {
             (r[0], r[1]) for r in gallery._db.execute("SELECT identity, content_hash FROM vectors")

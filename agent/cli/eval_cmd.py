@@ -14,11 +14,10 @@ from rich.table import Table
 from agent.cli.common import JsonOption, console, print_json, state
 from agent.cli.galleries import ModelOption, VariantOption, embedder_for
 from agent.cli.progress import image_progress
-from agent.enroll import enroll, scan
+from agent.enroll import Problem, enroll, read_image_file, scan
 from agent.errors import InputError
 from agent.evaluation import retrieval_metrics
 from agent.gallery import Gallery, GalleryModel, GallerySettings
-from agent.preprocess import EncodedImage
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,17 @@ def eval_command(
             on_the_fly = True
         else:
             raise InputError(f"{gallery}: neither a gallery nor a folder of images")
-        items = [EncodedImage(c.path.read_bytes(), str(c.path)) for c in query_items]
+        items, read_ok = [], []
+        for cand in query_items:
+            image = read_image_file(cand.path)
+            if isinstance(image, Problem):
+                log.warning("query skipped: %s", image.message)
+                continue
+            items.append(image)
+            read_ok.append(cand)
+        query_items = read_ok
+        if not items:
+            raise InputError("no query image could be read")
         flip = g.settings.flip and cfg.gallery.flip_queries and not plain
         with image_progress() as bar:
             task = bar.add_task("embedding queries", total=len(items))

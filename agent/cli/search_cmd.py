@@ -12,10 +12,10 @@ from agent.cli.common import JsonOption, console, print_json, state
 from agent.cli.galleries import GalleryOption, ModelOption, VariantOption, embedder_for
 from agent.cli.galleries import gallery_path as resolve_gallery_path
 from agent.cli.inputs import collect_images
+from agent.enroll import Problem, read_image_file
 from agent.errors import InputError
 from agent.extract import TextExtractor
 from agent.gallery import Gallery, GalleryError, GalleryModel, SearchResult
-from agent.preprocess import EncodedImage
 from agent.registry import ModelRegistry
 
 
@@ -41,12 +41,10 @@ def search_command(
         else:
             files = collect_images(images)
             with embedder_for(cfg, g, model, variant) as embedder:
-                items = []
-                for f in files:
-                    try:
-                        items.append(EncodedImage(f.read_bytes(), str(f)))
-                    except OSError as exc:
-                        raise InputError(f"{f}: cannot read ({exc.strerror})") from None
+                items = [read_image_file(f) for f in files]
+                for item in items:
+                    if isinstance(item, Problem):
+                        raise InputError(item.message)
                 flip = g.settings.flip and cfg.gallery.flip_queries
                 embedded = embedder.embed(items, flip=flip)
             for err in embedded.errors:
