@@ -113,6 +113,169 @@ class CacheConfig(Section):
     max_mb: float = Field(1024.0, gt=0, description="Embedding bytes kept before LRU eviction.")
 
 
+SourceKind = Literal["auto", "device", "stream", "file", "gstreamer", "folder"]
+
+
+class MatchPolicyConfig(Section):
+    """When a search result becomes a match event (per source, overridable in [[sources]])."""
+
+    threshold: float = Field(
+        0.6, ge=-1.0, le=1.0, description="Score at or above which the top identity is a match."
+    )
+    unknown_threshold: float = Field(
+        0.4,
+        ge=-1.0,
+        le=1.0,
+        description="Score below which a crop is reported as unknown (identity null); scores "
+        "between the two thresholds are ambiguous and give no event.",
+    )
+    report_unknown: bool = Field(True, description="Publish events for unknown crops.")
+    top_k: int = Field(3, ge=1, le=100, description="Candidates listed in each event.")
+    cooldown_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="Per source and identity: at most one event per this many seconds.",
+    )
+    consensus_m: int = Field(
+        1, ge=1, description="Report an identity once it is top in M of the last N frames."
+    )
+    consensus_n: int = Field(1, ge=1, description="Window (frames) of the M-of-N consensus.")
+
+
+class SourceConfig(Section):
+    """One camera, stream, video file, GStreamer pipeline or image folder."""
+
+    id: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Names the source in events."
+    )
+    uri: str = Field(
+        ...,
+        description="Device index (0), rtsp://, http(s)://, a video file, a GStreamer pipeline "
+        "(contains '!'), or an image folder.",
+    )
+    kind: SourceKind = Field("auto", description="What `uri` is; auto guesses from its form.")
+    fps: float = Field(
+        0.0, ge=0.0, description="Process at most this many frames/s (0 = every frame)."
+    )
+    realtime: bool = Field(
+        True,
+        description="Files: pace frames at their own rate (drop when behind). False: as fast "
+        "as the pipeline takes them, losing none.",
+    )
+    loop: bool = Field(False, description="Files: start again at the end.")
+    watch: bool = Field(False, description="Folders: keep watching for new images.")
+    queue_size: int = Field(
+        4, ge=1, le=1024, description="Frames buffered; the oldest is dropped when full."
+    )
+    stall_timeout_s: float = Field(
+        10.0, gt=0, description="No frame for this long = stalled; reconnect."
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    max_retries: int = Field(
+        0, ge=0, description="Give up (health 'failed') after this many failed opens (0 = never)."
+    )
+    match: MatchPolicyConfig | None = Field(None, description="Overrides [match] for this source.")
+
+
+class DetectConfig(Section):
+    """What part of a frame is embedded."""
+
+    mode: Literal["frame", "person", "face", "onnx"] = Field(
+        "frame",
+        description="frame: whole frame; person: OpenCV HOG people detector; face: OpenCV Haar "
+        "frontal face cascade; onnx: a YOLO-style ONNX detector (onnx_model).",
+    )
+    onnx_model: Path | None = Field(None, description="ONNX detector file (mode = onnx).")
+    onnx_input_size: int = Field(640, ge=32, description="Square input size of the detector.")
+    onnx_classes: list[int] = Field(
+        default_factory=list, description="Class ids kept (empty = all)."
+    )
+    score_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Detector confidence.")
+    nms_iou: float = Field(0.45, ge=0.0, le=1.0, description="Non-maximum suppression IoU.")
+    min_size: int = Field(
+        32, ge=1, description="Crops smaller than this (either side) are dropped."
+    )
+    max_crops: int = Field(8, ge=1, description="Largest crops kept per frame.")
+    padding: float = Field(0.1, ge=0.0, le=1.0, description="Crop padding, fraction of box size.")
+    detect_width: int = Field(
+        640, ge=64, description="Frames are resized to this width for HOG/Haar detection."
+    )
+    change_threshold: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Mean absolute grey change (0-1) on a 32x32 thumbnail below which a frame "
+        "reuses the last result instead of being extracted (0 = never reuse).",
+    )
+
+
+class PipelineConfig(Section):
+    """Cross-source batching."""
+
+    max_batch: int = Field(8, ge=1, le=256, description="Crops per inference call.")
+    max_wait_ms: float = Field(
+        10.0, ge=0.0, description="Longest wait for more crops before running a partial batch."
+    )
+    cache_frames: bool = Field(
+        True, description="Look frame/crop embeddings up in the embedding cache."
+    )
+    gallery_poll_s: float = Field(
+        2.0, gt=0, description="How often the gallery version is checked for changes."
+    )
+    embed_vectors: bool = Field(
+        False, description="Put the embedding (base64 float16) in match events."
+    )
+    thumbnails: bool = Field(False, description="Put a JPEG thumbnail of the crop in events.")
+    thumbnail_size: int = Field(128, ge=16, le=1024, description="Thumbnail longest side.")
+    drain_timeout_s: float = Field(
+        10.0, ge=0.0, description="On stop: longest wait to flush the outbox to the broker."
+    )
+    exit_when_done: bool = Field(
+        True, description="Exit when every source has ended (files, one-shot folders)."
+    )
+
+
+class MqttConfig(Section):
+    """Broker connection; no host = events go to stdout as JSON lines."""
+
+    host: str | None = Field(None, description="Broker host (None: print events to stdout).")
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    client_id: str | None = Field(None, description="Default: agent-<device_id>.")
+    username: str | None = None
+    password_env: str | None = Field(
+        "AGENT_MQTT_PASSWORD", description="Environment variable holding the password."
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the password (e.g. a systemd credential)."
+    )
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = Field(False, description="Skip broker hostname verification.")
+    topic_prefix: str | None = Field(None, description="Default: agent/<device_id>.")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    commands: bool = Field(False, description="Accept commands on <prefix>/cmd/<name>.")
+    max_inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged publishes.")
+
+
+class OutboxConfig(Section):
+    """Durable SQLite outbox in front of the publisher."""
+
+    path: Path | None = Field(None, description="SQLite file (default: <state_dir>/outbox.db).")
+    max_events: int = Field(100_000, ge=1, description="Backlog bound (events).")
+    max_age_s: float = Field(7 * 86400.0, gt=0, description="Events older than this are dropped.")
+    policy: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest", description="What a full outbox drops."
+    )
+
+
+class MetricsConfig(Section):
+    interval_s: float = Field(10.0, gt=0, description="Metrics publish and status file period.")
+
+
 class AgentConfig(BaseSettings):
     """Root of `agent.toml`."""
 
@@ -134,6 +297,15 @@ class AgentConfig(BaseSettings):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Cameras and files `agent run` reads ([[sources]])."
+    )
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    match: MatchPolicyConfig = Field(default_factory=MatchPolicyConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -158,6 +330,19 @@ class AgentConfig(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return (self.cache.path or self.state_dir / "cache.db").expanduser()
+
+    @property
+    def outbox_path(self) -> Path:
+        return (self.outbox.path or self.state_dir / "outbox.db").expanduser()
+
+    @property
+    def status_path(self) -> Path:
+        """Where `agent run` leaves its latest metrics for `agent status`."""
+        return self.state_dir / "status.json"
+
+    @property
+    def topic_prefix(self) -> str:
+        return (self.mqtt.topic_prefix or f"agent/{self.device_id}").rstrip("/")
 
 
 def _format_error(err: ValidationError, origin: str) -> str:

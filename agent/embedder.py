@@ -57,6 +57,10 @@ class CachedEmbedder:
             )
         return self._extractor
 
+    def load(self) -> ImageExtractor:
+        """Create the ONNX session now rather than on the first cache miss."""
+        return self.extractor
+
     @property
     def provider(self) -> str | None:
         return self._extractor.provider if self._extractor else None

@@ -410,6 +410,11 @@ class Gallery:
     def version(self) -> int:
         return int(self._meta_value("version"))
 
+    @property
+    def index_version(self) -> int:
+        """The version the saved index file belongs to (lags `version` while a writer works)."""
+        return int(self._meta_value("index_version"))
+
     def _meta_value(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0]

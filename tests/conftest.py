@@ -147,3 +147,30 @@ def photo_like(seed: int, h: int = 64, w: int = 80) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="session")
+def example_gallery(tmp_path_factory) -> Path:
+    """examples/gallery enrolled once per session with the default shared model."""
+    import subprocess
+    import sys
+
+    models = shared_file("models")
+    root = tmp_path_factory.mktemp("example_gallery")
+    env = {**os.environ, "AGENT_MODELS_DIR": str(models), "XDG_DATA_HOME": str(root / "state")}
+    subprocess.run(
+        [sys.executable, "-m", "agent", "-q", "enroll", str(REPO / "examples" / "gallery"),
+         "-g", str(root / "gallery")],
+        check=True, env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return root / "gallery"
+
+
+@pytest.fixture
+def gallery(example_gallery, tmp_path, shared_models) -> Path:
+    """A private copy of the example gallery (tests may change it)."""
+    import shutil
+
+    target = tmp_path / "gallery"
+    shutil.copytree(example_gallery, target)
+    return target

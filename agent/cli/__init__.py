@@ -13,9 +13,12 @@ from agent.cli import (
     embed_cmd,
     enroll_cmd,
     eval_cmd,
+    events_cmd,
     gallery_cmd,
     models_cmd,
+    run_cmd,
     search_cmd,
+    status_cmd,
 )
 from agent.cli.common import State, err_console, setup_logging
 from agent.errors import AgentError
@@ -32,6 +35,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(gallery_cmd.app, name="gallery")
+app.add_typer(events_cmd.app, name="events")
+app.command("run")(run_cmd.run_command)
+app.command("status")(status_cmd.status_command)
 app.command("embed")(embed_cmd.embed)
 app.command("enroll")(enroll_cmd.enroll_command)
 app.command("search")(search_cmd.search_command)

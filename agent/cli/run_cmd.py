@@ -1,0 +1,90 @@
+"""`agent run`: the long-running service."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from agent.cli.common import state
+from agent.cli.galleries import GalleryOption
+from agent.config import AgentConfig, SourceConfig
+from agent.errors import ConfigError
+
+_NAMED = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
+
+
+def parse_source(spec: str, n: int) -> SourceConfig:
+    """`ID=URI` or just `URI` (id: the file stem, or src<n>)."""
+    match = _NAMED.match(spec)
+    if match and "://" not in match.group(1):
+        source_id, uri = match.groups()
+    else:
+        uri = spec
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec).stem) if "://" not in spec else ""
+        source_id = stem[:64] if stem and not spec.isdigit() else f"src{n}"
+    return SourceConfig(id=source_id, uri=uri)
+
+
+def apply_overrides(
+    cfg: AgentConfig,
+    sources: list[str] | None,
+    realtime: bool | None,
+    loop: bool | None,
+    broker: str | None,
+    gallery: Path | None,
+) -> None:
+    if sources:
+        parsed = [parse_source(s, i) for i, s in enumerate(sources)]
+        ids = [s.id for s in parsed]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"source ids must be unique, got {ids}; name them ID=URI")
+        cfg.sources = parsed
+    for source in cfg.sources:
+        if realtime is not None:
+            source.realtime = realtime
+        if loop is not None:
+            source.loop = loop
+    if broker:
+        host, _, port = broker.rpartition(":") if ":" in broker else (broker, "", "")
+        cfg.mqtt.host = host
+        if port:
+            if not port.isdigit():
+                raise ConfigError(f"--broker {broker!r}: port must be a number")
+            cfg.mqtt.port = int(port)
+    if gallery is not None:
+        cfg.gallery.path = gallery
+
+
+def run_command(
+    ctx: typer.Context,
+    source: list[str] = typer.Option(
+        None, "--source", "-s", help="ID=URI or URI; replaces [[sources]] (repeatable)."
+    ),
+    realtime: bool | None = typer.Option(
+        None,
+        "--realtime/--fast",
+        help="Files: pace at their frame rate, or read all as fast as possible.",
+    ),
+    loop: bool | None = typer.Option(
+        None, "--loop/--no-loop", help="Files: start again at the end."
+    ),
+    broker: str | None = typer.Option(
+        None, "--broker", help="MQTT HOST[:PORT] (overrides [mqtt])."
+    ),
+    gallery: Path | None = GalleryOption,
+    print_events: bool = typer.Option(
+        False, "--print-events", help="Also print match events on stdout when publishing to MQTT."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", min=0.1, help="Stop after this many seconds."
+    ),
+) -> None:
+    """Read the sources, match against the gallery, publish events (stdout when no broker)."""
+    from agent.service import Agent
+
+    cfg = state(ctx).config
+    apply_overrides(cfg, source, realtime, loop, broker, gallery)
+    agent = Agent(cfg, print_events=print_events)
+    raise typer.Exit(agent.run(duration))

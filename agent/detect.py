@@ -1,0 +1,186 @@
+"""Crops: what part of a frame gets embedded.
+
+`frame` (default) embeds the whole frame; `person` uses OpenCV's HOG people detector, `face` its
+bundled Haar frontal-face cascade (both only in OpenCV 4.x wheels, hence the <5 pin); `onnx` runs
+a YOLO-style detector the user supplies. Detectors are not thread-safe: one per source thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.config import DetectConfig
+from agent.errors import ConfigError
+from agent.events import BBox
+
+
+@dataclass
+class Crop:
+    bbox: BBox
+    score: float
+    pixels: np.ndarray  # BGR view into the frame
+
+
+Box = tuple[float, float, float, float, float]  # x, y, w, h, score in frame pixels
+
+
+class Detector:
+    """Boxes in frame coordinates; `crops` pads, filters and cuts them out."""
+
+    def __init__(self, cfg: DetectConfig):
+        self.cfg = cfg
+
+    def boxes(self, frame: np.ndarray) -> list[Box]:
+        raise NotImplementedError
+
+    def crops(self, frame: np.ndarray) -> list[Crop]:
+        height, width = frame.shape[:2]
+        out = []
+        for x, y, w, h, score in self.boxes(frame):
+            pad_w, pad_h = w * self.cfg.padding, h * self.cfg.padding
+            x0, y0 = max(0, int(x - pad_w)), max(0, int(y - pad_h))
+            x1, y1 = min(width, int(x + w + pad_w)), min(height, int(y + h + pad_h))
+            if min(x1 - x0, y1 - y0) < self.cfg.min_size:
+                continue
+            out.append(Crop(BBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0), score, frame[y0:y1, x0:x1]))
+        out.sort(key=lambda c: (-c.score, -c.bbox.w * c.bbox.h))
+        return out[: self.cfg.max_crops]
+
+    def _resized(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """The frame at `detect_width` (up too: HOG's 64x128 window misses small people)."""
+        scale = self.cfg.detect_width / frame.shape[1]
+        if abs(scale - 1) < 0.02:
+            return frame, 1.0
+        method = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=method), scale
+
+
+class WholeFrame(Detector):
+    def boxes(self, frame: np.ndarray) -> list[Box]:
+        return [(0, 0, frame.shape[1], frame.shape[0], 1.0)]
+
+    def crops(self, frame: np.ndarray) -> list[Crop]:
+        h, w = frame.shape[:2]
+        return [Crop(BBox(x=0, y=0, w=w, h=h), 1.0, frame)]
+
+
+class HogPeople(Detector):
+    def __init__(self, cfg: DetectConfig):
+        super().__init__(cfg)
+        if not hasattr(cv2, "HOGDescriptor"):
+            raise ConfigError("detect.mode = person needs OpenCV 4.x (cv2.HOGDescriptor)")
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def boxes(self, frame: np.ndarray) -> list[Box]:
+        small, scale = self._resized(frame)
+        rects, weights = self.hog.detectMultiScale(
+            small, winStride=(8, 8), padding=(8, 8), scale=1.05
+        )
+        keep = _nms(rects, np.ravel(weights), self.cfg.score_threshold, self.cfg.nms_iou)
+        return [(*(rects[i] / scale), float(np.ravel(weights)[i])) for i in keep]
+
+
+class HaarFaces(Detector):
+    def __init__(self, cfg: DetectConfig):
+        super().__init__(cfg)
+        data = getattr(cv2, "data", None)
+        path = Path(data.haarcascades) / "haarcascade_frontalface_default.xml" if data else None
+        if path is None or not path.is_file():
+            raise ConfigError("detect.mode = face needs OpenCV 4.x with its Haar cascade files")
+        self.cascade = cv2.CascadeClassifier(str(path))
+
+    def boxes(self, frame: np.ndarray) -> list[Box]:
+        small, scale = self._resized(frame)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        side = max(8, int(self.cfg.min_size * scale))
+        rects = self.cascade.detectMultiScale(grey, 1.1, 5, minSize=(side, side))
+        return [(*(np.asarray(r, float) / scale), 1.0) for r in rects]
+
+
+class OnnxBoxes(Detector):
+    """YOLO-style output: (1, N, 5 + C) with objectness (v5) or (1, 4 + C, N) without (v8);
+    boxes as centre x, centre y, width, height in input pixels of a letterboxed square."""
+
+    def __init__(self, cfg: DetectConfig, providers: list[str] | None = None):
+        super().__init__(cfg)
+        import onnxruntime as ort
+
+        if cfg.onnx_model is None or not Path(cfg.onnx_model).is_file():
+            raise ConfigError(f"detect.onnx_model not found: {cfg.onnx_model}")
+        self.session = ort.InferenceSession(
+            str(cfg.onnx_model), providers=providers or ["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0].name
+        self.size = cfg.onnx_input_size
+
+    def boxes(self, frame: np.ndarray) -> list[Box]:
+        h, w = frame.shape[:2]
+        scale = self.size / max(h, w)
+        resized = cv2.resize(frame, (round(w * scale), round(h * scale)))
+        canvas = np.full((self.size, self.size, 3), 114, np.uint8)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized
+        tensor = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        out = np.asarray(self.session.run(None, {self.input: tensor})[0])[0]
+        if out.shape[0] < out.shape[1]:  # (4 + C, N): v8 layout, no objectness
+            out = out.T
+            scores_all = out[:, 4:]
+        else:
+            scores_all = out[:, 5:] * out[:, 4:5]
+        if scores_all.shape[1] == 0:
+            return []
+        classes = scores_all.argmax(axis=1)
+        scores = scores_all[np.arange(len(out)), classes]
+        keep = scores >= self.cfg.score_threshold
+        if self.cfg.onnx_classes:
+            keep &= np.isin(classes, self.cfg.onnx_classes)
+        cx, cy, bw, bh = (out[keep, i] / scale for i in range(4))
+        rects = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1)
+        chosen = _nms(rects, scores[keep], self.cfg.score_threshold, self.cfg.nms_iou)
+        return [(*rects[i], float(scores[keep][i])) for i in chosen]
+
+
+def _nms(rects, scores, threshold: float, iou: float) -> list[int]:
+    if len(rects) == 0:
+        return []
+    boxes = [[float(v) for v in r] for r in np.asarray(rects).reshape(-1, 4)]
+    kept = cv2.dnn.NMSBoxes(boxes, [float(s) for s in scores], threshold, iou)
+    return [int(i) for i in np.ravel(kept)]
+
+
+def make_detector(cfg: DetectConfig, providers: list[str] | None = None) -> Detector:
+    if cfg.mode == "person":
+        return HogPeople(cfg)
+    if cfg.mode == "face":
+        return HaarFaces(cfg)
+    if cfg.mode == "onnx":
+        return OnnxBoxes(cfg, providers)
+    return WholeFrame(cfg)
+
+
+class ChangeGate:
+    """Says whether a frame differs enough from the last one that was extracted."""
+
+    SIDE = 32
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self._last: np.ndarray | None = None
+
+    def changed(self, frame: np.ndarray) -> bool:
+        if self.threshold <= 0:
+            return True
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+        thumb = cv2.resize(grey, (self.SIDE, self.SIDE), interpolation=cv2.INTER_AREA)
+        thumb = thumb.astype(np.float32) / (65535.0 if thumb.dtype == np.uint16 else 255.0)
+        if self._last is not None and float(np.abs(thumb - self._last).mean()) < self.threshold:
+            return False
+        self._last = thumb
+        return True
+
+    def reset(self) -> None:
+        self._last = None

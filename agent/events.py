@@ -1,0 +1,159 @@
+"""Payloads the agent publishes: versioned pydantic models with a published JSON schema.
+
+Consumers dedupe match events by `event_id` (delivery is at least once).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+SourceHealth = Literal["starting", "ok", "reconnecting", "stalled", "ended", "failed"]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Bumped on incompatible changes.")
+    device_id: str
+    ts: float = Field(default_factory=time.time, description="Unix time the payload was made.")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class BBox(BaseModel):
+    """Pixel box in the source frame."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class Candidate(BaseModel):
+    identity: str
+    score: float
+
+
+class MatchEvent(Payload):
+    """One crop (or whole frame) matched to an identity, or reported as unknown."""
+
+    type: Literal["match"] = "match"
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Unique id.")
+    source_id: str
+    frame_index: int = Field(description="Frame number within the source since it started.")
+    frame_time_s: float = Field(description="Media time (files) or capture time (live).")
+    bbox: BBox
+    identity: str | None = Field(description="Matched identity, null for unknown.")
+    score: float = Field(description="Score of the top identity (cosine-based, -1..1).")
+    candidates: list[Candidate]
+    model: str = Field(description="Model label (name:variant).")
+    gallery_version: int
+    latency_ms: dict[str, float] = Field(
+        default_factory=dict, description="Per stage: decode, detect, infer, search, e2e."
+    )
+    embedding_f16: str | None = Field(
+        None, description="Base64 of the little-endian float16 embedding (optional)."
+    )
+    thumbnail_jpeg: str | None = Field(None, description="Base64 JPEG of the crop (optional).")
+
+
+class SourceStatus(BaseModel):
+    health: SourceHealth
+    uri: str
+    reconnects: int = 0
+    error: str | None = None
+
+
+class StatusEvent(Payload):
+    """Retained on `<prefix>/status`; the broker publishes `offline` as the agent's Last Will."""
+
+    type: Literal["status"] = "status"
+    state: Literal["online", "offline", "stopped"]
+    version: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    gallery_version: int | None = None
+    sources: dict[str, SourceStatus] = Field(default_factory=dict)
+
+
+class Percentiles(BaseModel):
+    p50: float
+    p95: float
+    p99: float
+    n: int
+
+
+class SourceMetrics(BaseModel):
+    health: SourceHealth
+    frames_in: int
+    frames_processed: int
+    frames_reused: int
+    frames_dropped: int
+    frames_corrupt: int
+    reconnects: int
+    fps_in: float
+    fps_processed: float
+
+
+class MetricsEvent(Payload):
+    """Published on `<prefix>/metrics` every `metrics.interval_s` and kept for `agent status`."""
+
+    type: Literal["metrics"] = "metrics"
+    uptime_s: float
+    pid: int
+    provider: str | None
+    model: str
+    sources: dict[str, SourceMetrics]
+    latency_ms: dict[str, Percentiles] = Field(description="Per stage and end-to-end.")
+    inference_calls: int
+    crops_embedded: int
+    events_produced: int
+    events_suppressed: int = Field(description="Matches held back by cool-down or consensus.")
+    cache_hit_rate: float | None
+    gallery_size: int
+    gallery_version: int
+    gallery_reloads: int
+    outbox_backlog: int
+    outbox_dropped: int
+    published: int
+    broker_connected: bool | None = Field(description="None when printing to stdout.")
+    errors: dict[str, int] = Field(default_factory=dict, description="Counts by kind.")
+    cpu_percent: float
+    rss_mb: float
+
+
+class CommandResult(BaseModel):
+    """Answer on `<prefix>/cmd/<name>/result`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    command: str
+    ok: bool
+    message: str
+    request_id: str | None = None
+    ts: float = Field(default_factory=time.time)
+
+
+PAYLOADS: dict[str, type[BaseModel]] = {
+    "match": MatchEvent,
+    "status": StatusEvent,
+    "metrics": MetricsEvent,
+    "command-result": CommandResult,
+}
+
+
+def encode_embedding(vector: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode()
+
+
+def decode_embedding(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32)

@@ -1,0 +1,270 @@
+"""`agent run`: wires sources -> pipeline -> publisher, and runs until stopped.
+
+SIGTERM/SIGINT: stop reading, finish the frames already read, flush the outbox while the broker
+is reachable (at most `pipeline.drain_timeout_s`), publish `stopped`, exit 0. SIGHUP re-opens the
+gallery. Under systemd (NOTIFY_SOCKET) it sends READY once frames can flow and WATCHDOG pings
+from the main loop, so a hung pipeline gets restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from agent import __version__
+from agent.atomic import atomic_write_bytes
+from agent.commands import Commands
+from agent.config import AgentConfig
+from agent.detect import ChangeGate, make_detector
+from agent.errors import ConfigError
+from agent.events import CommandResult, MetricsEvent, SourceMetrics, StatusEvent
+from agent.live_gallery import LiveGallery
+from agent.metrics import ProcessMeter, RateMeter
+from agent.pipeline import Pipeline
+from agent.publish import MqttPublisher, make_publisher
+from agent.sdnotify import SystemdNotifier
+from agent.sources import Frame, Prepare, make_source
+
+log = logging.getLogger(__name__)
+COMMAND_TIMEOUT_S = 300
+
+
+def make_prepare(cfg: AgentConfig) -> Prepare:
+    """The per-source step run in the source thread: change gate, then the detector."""
+    detector = make_detector(cfg.detect)
+    gate = ChangeGate(cfg.detect.change_threshold)
+
+    def prepare(frame: Frame) -> None:
+        if not gate.changed(frame.pixels):
+            frame.reused = True
+            return
+        t0 = time.perf_counter()
+        frame.crops = detector.crops(frame.pixels)
+        frame.detect_ms = (time.perf_counter() - t0) * 1000
+
+    return prepare
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, print_events: bool = False):
+        if not cfg.sources:
+            raise ConfigError("no sources: add [[sources]] to the config or pass --source")
+        self.cfg = cfg
+        self.print_events = print_events and bool(cfg.mqtt.host)
+        self.started = time.monotonic()
+        self.live = LiveGallery(cfg, cfg.gallery_path)
+        self.live.embedder.load()  # now, so the first frames are not slowed by it
+        self.ready = threading.Event()
+        self.sources = [make_source(s, make_prepare(cfg), self.ready) for s in cfg.sources]
+        self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready)
+        self.commands = Commands(cfg, self.live)
+        self._command_queue: queue.Queue[tuple[str, bytes, Future]] = queue.Queue()
+        self.publisher = make_publisher(cfg, self.status("online"), self._queue_command)
+        self.match_topic = f"{cfg.topic_prefix}/match"
+        self.notifier = SystemdNotifier()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._process = ProcessMeter()
+        self._rates = {s.id: (RateMeter(), RateMeter()) for s in self.sources}
+        self._health = {s.id: s.health for s in self.sources}
+
+    # ---- outputs ---------------------------------------------------------------------------
+
+    def _emit(self, event) -> None:
+        payload = event.to_json()
+        self.publisher.submit(event.event_id, self.match_topic, payload)
+        if self.print_events:
+            sys.stdout.write(payload.decode() + "\n")
+            sys.stdout.flush()
+
+    def status(self, state: str) -> StatusEvent:
+        return StatusEvent(
+            device_id=self.cfg.device_id,
+            state=state,
+            version=__version__,
+            provider=self.live.embedder.provider,
+            model=self.live.gallery.model.label,
+            gallery_version=self.live.loaded_version,
+            sources={s.id: s.status() for s in self.sources},
+        )
+
+    def metrics(self) -> MetricsEvent:
+        stats, cache = self.pipeline.stats, self.live.embedder.cache
+        sources = {}
+        for s in self.sources:
+            c = s.counters
+            rate_in, rate_done = self._rates[s.id]
+            sources[s.id] = SourceMetrics(
+                health=s.health,
+                frames_in=c.frames_in,
+                frames_processed=c.frames_processed,
+                frames_reused=c.frames_reused,
+                frames_dropped=c.frames_dropped,
+                frames_corrupt=c.frames_corrupt,
+                reconnects=c.reconnects,
+                fps_in=rate_in.rate(c.frames_in),
+                fps_processed=rate_done.rate(c.frames_processed + c.frames_reused),
+            )
+        latency = {k: p for k, w in stats.latency.items() if (p := w.percentiles()) is not None}
+        errors = {**stats.errors, **self.publisher.errors}
+        if self.commands.failed:
+            errors["commands"] = self.commands.failed
+        corrupt = sum(s.counters.frames_corrupt for s in self.sources)
+        if corrupt:
+            errors["corrupt_frames"] = corrupt
+        return MetricsEvent(
+            device_id=self.cfg.device_id,
+            uptime_s=round(time.monotonic() - self.started, 1),
+            pid=os.getpid(),
+            provider=self.live.embedder.provider,
+            model=self.live.gallery.model.label,
+            sources=sources,
+            latency_ms=latency,
+            inference_calls=stats.inference_calls,
+            crops_embedded=stats.crops_embedded,
+            events_produced=stats.events_produced,
+            events_suppressed=self.pipeline.suppressed,
+            cache_hit_rate=round(cache.stats.hit_rate, 4) if cache is not None else None,
+            gallery_size=self.live.size,
+            gallery_version=self.live.loaded_version,
+            gallery_reloads=self.live.reloads,
+            outbox_backlog=len(self.publisher.outbox),
+            outbox_dropped=self.publisher.outbox.dropped,
+            published=self.publisher.published,
+            broker_connected=self.publisher.connected,
+            errors=errors,
+            cpu_percent=self._process.cpu_percent(),
+            rss_mb=self._process.rss_mb(),
+        )
+
+    def _report(self, state: str) -> None:
+        """Publish metrics and leave status + metrics in the state dir for `agent status`."""
+        metrics, status = self.metrics(), self.status(state)
+        self.publisher.publish_metrics(metrics)
+        record = {
+            "pid": os.getpid(),
+            "written_at": time.time(),
+            "interval_s": self.cfg.metrics.interval_s,
+            "status": status.model_dump(mode="json"),
+            "metrics": metrics.model_dump(mode="json"),
+        }
+        try:
+            self.cfg.status_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.cfg.status_path, json.dumps(record).encode())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.cfg.status_path, exc)
+
+    # ---- commands --------------------------------------------------------------------------
+
+    def _queue_command(self, name: str, payload: bytes) -> CommandResult:
+        """Called from the publisher's command thread; the main loop runs the command."""
+        future: Future = Future()
+        self._command_queue.put((name, payload, future))
+        try:
+            return future.result(timeout=COMMAND_TIMEOUT_S)
+        except FutureTimeout:
+            return CommandResult(command=name, ok=False, message="timed out")
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                name, payload, future = self._command_queue.get_nowait()
+            except queue.Empty:
+                return
+            future.set_result(self.commands.run(name, payload))
+
+    # ---- main loop -------------------------------------------------------------------------
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+        self.ready.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def run(self, duration_s: float | None = None) -> int:
+        self._install_signals()
+        self.publisher.start()
+        for source in self.sources:
+            source.start()
+        names = ", ".join(f"{s.id} ({s.kind})" for s in self.sources)
+        log.info("agent running: %s on %s; sources: %s", self.live.gallery.model.label,
+                 self.live.embedder.provider, names)  # fmt: skip
+        self.notifier.ready(f"running {len(self.sources)} source(s)")
+        interval = self.cfg.metrics.interval_s
+        next_report = time.monotonic()
+        watchdog = self.notifier.watchdog_interval
+        next_ping = time.monotonic()
+        deadline = time.monotonic() + duration_s if duration_s else None
+        while not self._stop.is_set():
+            frames = self.pipeline.collect()
+            if frames:
+                self.pipeline.process(frames)
+            now = time.monotonic()
+            self._housekeeping(now)
+            if watchdog and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + watchdog
+            if now >= next_report:
+                self._report("online")
+                next_report = now + interval
+            if deadline and now >= deadline:
+                break
+            if (
+                self.cfg.pipeline.exit_when_done
+                and not frames
+                and all(s.done for s in self.sources)
+            ):
+                log.info("all sources ended")
+                break
+        return self.shutdown()
+
+    def _housekeeping(self, now: float) -> None:
+        for source in self.sources:
+            source.check_stall(now)
+        if self._reload.is_set():
+            self._reload.clear()
+            log.info("SIGHUP: reloading the gallery")
+            self.live.reload()
+        else:
+            self.live.poll(now)
+        self._run_commands()
+        health = {s.id: s.health for s in self.sources}
+        if health != self._health:
+            self._health = health
+            self.publisher.publish_status(self.status("online"))
+
+    def shutdown(self) -> int:
+        self.notifier.stopping()
+        for source in self.sources:
+            source.stop()
+        for source in self.sources:
+            source.join(5)
+        while frames := self.pipeline.collect(idle_wait=0):
+            self.pipeline.process(frames)
+        self._run_commands()
+        timeout = self.cfg.pipeline.drain_timeout_s
+        if not isinstance(self.publisher, MqttPublisher) or self.publisher.connected:
+            if not self.publisher.drain(timeout):
+                log.warning("%d event(s) stay in the outbox for the next start",
+                            len(self.publisher.outbox))  # fmt: skip
+        elif len(self.publisher.outbox):
+            log.warning("broker unreachable: %d event(s) stay in the outbox for the next start",
+                        len(self.publisher.outbox))  # fmt: skip
+        self._report("stopped")
+        self.publisher.stop(self.status("stopped"))
+        self.live.close()
+        log.info("agent stopped")
+        return 0

@@ -1,0 +1,153 @@
+"""Sources on real files: every frame when fast, fps cap, drop-oldest when live, folders with a
+corrupt image, watched folders, a file that disappears and comes back; detectors on real frames."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from agent.config import DetectConfig, SourceConfig
+from agent.detect import ChangeGate, HaarFaces, HogPeople, make_detector
+from agent.sources import Frame, make_source, resolve_kind
+from tests.agent_support import EXAMPLES
+from tests.conftest import shared_file, write_image
+
+CLIP = EXAMPLES / "camera.mp4"  # 200 frames at 10 fps
+
+
+def whole(frame: Frame) -> None:
+    frame.crops = []
+
+
+def drain(source, until_done: float = 30.0, slow: float = 0.0) -> list[Frame]:
+    frames, deadline = [], time.monotonic() + until_done
+    while time.monotonic() < deadline:
+        frame = source.queue.get()
+        if frame is None:
+            if source.done:
+                break
+            time.sleep(0.005)
+            continue
+        frames.append(frame)
+        time.sleep(slow)
+    return frames
+
+
+def start(cfg: SourceConfig):
+    source = make_source(cfg, whole, threading.Event())
+    source.start()
+    return source
+
+
+def test_kinds_are_guessed_from_the_uri(tmp_path):
+    kinds = {"0": "device", "rtsp://cam/1": "stream", "http://x/y.mjpg": "stream",
+             "v4l2src ! videoconvert ! appsink": "gstreamer", str(tmp_path): "folder",
+             "clip.mp4": "file"}  # fmt: skip
+    for uri, kind in kinds.items():
+        assert resolve_kind(SourceConfig(id="s", uri=uri)) == kind
+
+
+def test_file_fast_loses_no_frame_and_media_time_follows_the_clip():
+    source = start(SourceConfig(id="f", uri=str(CLIP), realtime=False, queue_size=2))
+    frames = drain(source, slow=0.002)
+    assert len(frames) == 200 and source.health == "ended"
+    assert [f.index for f in frames] == list(range(200))
+    assert abs(frames[-1].media_time - 19.9) < 0.05
+    assert source.counters.frames_dropped == 0
+
+
+def test_fps_cap_samples_instead_of_queueing():
+    source = start(SourceConfig(id="f", uri=str(CLIP), realtime=False, fps=2.5))
+    frames = drain(source)
+    assert len(frames) == 50  # 20 s of media at 2.5 fps
+    assert source.counters.frames_in == 200
+
+
+def test_live_pace_drops_oldest_when_the_consumer_is_slow():
+    source = start(SourceConfig(id="f", uri=str(CLIP), realtime=True, queue_size=2, fps=0))
+    time.sleep(1.5)  # ~15 frames arrive; the queue keeps the newest 2
+    source.stop()
+    source.join(5)
+    frames = drain(source, until_done=1)
+    assert 0 < len(frames) <= 2
+    assert source.counters.frames_dropped >= 10
+    assert frames[-1].index >= source.counters.frames_in - 2  # the newest survived
+
+
+def test_folder_skips_a_corrupt_image_and_reports_it(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / f"img{i}.png", np.full((40, 50, 3), 60 * i, np.uint8))
+    (tmp_path / "img1b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    source = start(SourceConfig(id="d", uri=str(tmp_path)))
+    frames = drain(source)
+    assert len(frames) == 3 and source.counters.frames_corrupt == 1
+    assert "img1b.jpg" in source.error and source.health == "ended"
+
+
+def test_watched_folder_picks_up_new_files(tmp_path):
+    source = start(SourceConfig(id="w", uri=str(tmp_path), watch=True))
+    write_image(tmp_path / "a.png", np.zeros((20, 20, 3), np.uint8))
+    frames = []
+    deadline = time.monotonic() + 10
+    while not frames and time.monotonic() < deadline:
+        frame = source.queue.get()
+        frames += [frame] if frame else []
+        time.sleep(0.05)
+    source.stop()
+    assert len(frames) == 1 and source.health == "ok"
+
+
+def test_file_that_disappears_and_comes_back_reconnects(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(CLIP, clip)
+    cfg = SourceConfig(id="r", uri=str(clip), realtime=False, loop=True, fps=50,
+                       reconnect_min_s=0.1, reconnect_max_s=0.3)  # fmt: skip
+    source = start(cfg)
+    first = drain(source, until_done=0.3)
+    clip.rename(tmp_path / "gone.mp4")
+    deadline = time.monotonic() + 20
+    while source.health != "reconnecting" and time.monotonic() < deadline:
+        source.queue.get()
+        time.sleep(0.01)
+    assert source.health == "reconnecting" and "no such file" in source.error
+    (tmp_path / "gone.mp4").rename(clip)
+    while source.counters.reconnects == 0 and time.monotonic() < deadline:
+        source.queue.get()
+        time.sleep(0.01)
+    later = drain(source, until_done=0.5)
+    source.stop()
+    assert first and later and source.counters.reconnects == 1 and source.health == "ok"
+
+
+def test_change_gate_reuses_still_frames_and_not_changed_ones():
+    gate = ChangeGate(0.02)
+    still = np.full((90, 120, 3), 100, np.uint8)
+    assert gate.changed(still)
+    assert not gate.changed(still.copy())
+    noisy = still.copy()
+    noisy[::7] += 2  # a little sensor noise
+    assert not gate.changed(noisy)
+    assert gate.changed(np.full((90, 120, 3), 160, np.uint8))
+    assert ChangeGate(0).changed(still) and ChangeGate(0).changed(still)
+
+
+def test_hog_finds_people_in_a_real_street_video():
+    capture = cv2.VideoCapture(str(shared_file("data/frames/real_video/vtest.avi")))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    crops = HogPeople(DetectConfig(mode="person", score_threshold=0.3)).crops(frame)
+    assert 1 <= len(crops) <= 8
+    for crop in crops:
+        assert crop.pixels.shape[0] > crop.pixels.shape[1]  # people are upright boxes
+        assert crop.bbox.h >= 32
+    assert make_detector(DetectConfig()).crops(frame)[0].bbox.w == frame.shape[1]
+
+
+def test_haar_face_cascade_loads_and_finds_no_face_in_a_flat_image():
+    faces = HaarFaces(DetectConfig(mode="face"))
+    assert faces.crops(np.full((240, 320, 3), 128, np.uint8)) == []
