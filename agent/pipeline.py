@@ -115,15 +115,14 @@ class Pipeline:
         return frames
 
     def process(self, frames: list[Frame]) -> None:
-        fresh = [f for f in frames if not (f.reused and f.source_id in self._last)]
-        found = self._embed_and_search(fresh)
-        for frame in frames:
+        found = self._embed_and_search([f for f in frames if not f.reused])
+        for frame in frames:  # in order: a reused frame takes the latest result of its source
             counters = self._by_id[frame.source_id].counters
-            if id(frame) in found:
+            if frame.reused:
+                counters.frames_reused += 1
+            else:
                 counters.frames_processed += 1
                 self._last[frame.source_id] = found[id(frame)]
-            else:
-                counters.frames_reused += 1
             self._decide(frame, self._last.get(frame.source_id, []))
 
     def _embed_and_search(self, frames: list[Frame]) -> dict[int, list[_Seen]]:

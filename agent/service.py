@@ -246,6 +246,17 @@ class Agent:
             self._health = health
             self.publisher.publish_status(self.status("online"))
 
+    def _drain(self) -> None:
+        """Flush the outbox within `drain_timeout_s`, waiting for a reconnect if need be."""
+        deadline = time.monotonic() + self.cfg.pipeline.drain_timeout_s
+        publisher = self.publisher
+        if not len(publisher.outbox):
+            return
+        if isinstance(publisher, MqttPublisher) and not publisher.connected:
+            publisher.wait_connected(max(0.0, deadline - time.monotonic()))
+        if not publisher.drain(max(0.0, deadline - time.monotonic())):
+            log.warning("%d event(s) stay in the outbox for the next start", len(publisher.outbox))
+
     def shutdown(self) -> int:
         self.notifier.stopping()
         for source in self.sources:
@@ -255,14 +266,7 @@ class Agent:
         while frames := self.pipeline.collect(idle_wait=0):
             self.pipeline.process(frames)
         self._run_commands()
-        timeout = self.cfg.pipeline.drain_timeout_s
-        if not isinstance(self.publisher, MqttPublisher) or self.publisher.connected:
-            if not self.publisher.drain(timeout):
-                log.warning("%d event(s) stay in the outbox for the next start",
-                            len(self.publisher.outbox))  # fmt: skip
-        elif len(self.publisher.outbox):
-            log.warning("broker unreachable: %d event(s) stay in the outbox for the next start",
-                        len(self.publisher.outbox))  # fmt: skip
+        self._drain()
         self._report("stopped")
         self.publisher.stop(self.status("stopped"))
         self.live.close()

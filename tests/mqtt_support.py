@@ -7,6 +7,7 @@ SIGKILLed broker comes back with the subscriber's session and queued messages.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -57,7 +58,7 @@ class Broker:
         if self.kind == "mosquitto":
             conf = self.workdir / "mosquitto.conf"
             conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
                 f"persistence true\npersistence_location {self.workdir}/\n"
                 "autosave_interval 1\nautosave_on_changes true\n"
                 "max_queued_messages 100000\nlog_dest stderr\n"
@@ -91,6 +92,7 @@ class Broker:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a test paused it
             self.proc.send_signal(sig)
             self.proc.wait(15)
 

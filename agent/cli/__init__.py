@@ -76,12 +76,11 @@ def main() -> None:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # Usage errors (bad option, missing argument) from typer's vendored click.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             err_console.print("aborted")
             sys.exit(1)
         raise
