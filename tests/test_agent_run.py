@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 
+import cv2
 import jsonschema
 import numpy as np
 
@@ -63,9 +64,10 @@ def test_default_policy_gives_one_event_per_product_with_cooldown(gallery, tmp_p
 def test_change_gate_reuses_unchanged_frames(gallery, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
-    capture = __import__("cv2").VideoCapture(str(CLIP))
+    capture = cv2.VideoCapture(str(CLIP))
     ok, frame = capture.read()
     capture.release()
+    assert ok
     for i in range(6):
         write_image(folder / f"f{i}.png", frame)  # a camera looking at a still scene
     config = agent_config(tmp_path / "state", gallery, detect={"change_threshold": 0.02})
@@ -174,8 +176,6 @@ def test_embedding_and_thumbnail_in_events(gallery, tmp_path):
     vector = decode_embedding(event["embedding_f16"])
     assert vector.shape == (1280,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-2
     import base64
-
-    import cv2
 
     thumb = cv2.imdecode(np.frombuffer(base64.b64decode(event["thumbnail_jpeg"]), np.uint8), 1)
     assert max(thumb.shape[:2]) == 128

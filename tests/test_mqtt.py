@@ -74,8 +74,9 @@ def test_end_to_end_match_events_reach_a_subscriber(gallery, broker, tmp_path, p
 
 def test_last_will_says_offline_when_the_agent_dies(gallery, broker, tmp_path):
     sub = Subscriber(broker, f"{PREFIX}/status")
-    agent = AgentProcess(tmp_path, mqtt_config(tmp_path, gallery, broker, "3.1.1"),
-                         "--realtime", "--loop", "-s", f"cam={EXAMPLES / 'camera.mp4'}")  # fmt: skip
+    config = mqtt_config(tmp_path, gallery, broker, "3.1.1")
+    clip = EXAMPLES / "camera.mp4"
+    agent = AgentProcess(tmp_path, config, "--realtime", "--loop", "-s", f"cam={clip}")
     assert sub.wait_for(lambda s: any(p["state"] == "online" for p in s.payloads("/status")))
     agent.signal(signal.SIGKILL)
     agent.wait()
