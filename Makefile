@@ -24,7 +24,11 @@ demo: $(VENV)/.runtime
 	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent models list
 	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent enroll examples/gallery -g $(STATE)/demo_gallery
 	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent search examples/gallery/Oatly-Oat-Milk -g $(STATE)/demo_gallery -k 3
-	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/python tools/demo_search.py $(STATE)/demo_gallery examples/camera.mp4 examples/camera_gt.csv
+	@echo "--- agent run on examples/camera.mp4 (events on stdout, first 3 shown) ---"
+	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent -c examples/demo.toml run -g $(STATE)/demo_gallery $(if $(BROKER),--broker $(BROKER) --print-events) > $(STATE)/demo_events.jsonl
+	@head -n 3 $(STATE)/demo_events.jsonl
+	$(BIN)/python tools/score_events.py $(STATE)/demo_events.jsonl examples/camera_gt.csv
+	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent -c examples/demo.toml status || true
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check agent tests tools

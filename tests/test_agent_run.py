@@ -185,3 +185,25 @@ def test_module_entry_runs_without_a_gallery_flag_error_is_clean():
     out = subprocess.run([sys.executable, "-m", "agent", "run", "--broker", "h:x", "-s", "a.mp4"],
                          capture_output=True, text=True, env={**os.environ})  # fmt: skip
     assert out.returncode != 0 and "port must be a number" in out.stderr
+
+
+def test_doctor_passes_a_good_setup_and_names_what_to_fix(gallery, tmp_path):
+    from tests.agent_support import tomli_w
+
+    good = agent_config(tmp_path / "state", gallery,
+                        sources=[{"id": "cam", "uri": str(CLIP)}])  # fmt: skip
+    path = tmp_path / "good.toml"
+    path.write_text(tomli_w.dumps(good))
+    out = run("-c", str(path), "doctor", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    checks = {c["name"]: c for c in json.loads(out.stdout)}
+    assert checks["source cam"]["level"] == "ok" and "480x360" in checks["source cam"]["detail"]
+    assert checks["gallery"]["level"] == "ok" and "40 vectors" in checks["gallery"]["detail"]
+    bad = {**good, "mqtt": {"host": "127.0.0.1", "port": 1},
+           "sources": [{"id": "gone", "uri": str(tmp_path / "missing.mp4")}]}  # fmt: skip
+    path.write_text(tomli_w.dumps(bad))
+    out = run("-c", str(path), "doctor", "--json")
+    assert out.returncode == 1
+    checks = {c["name"]: c for c in json.loads(out.stdout)}
+    assert checks["broker"]["level"] == "fail" and checks["source gone"]["level"] == "fail"
+    assert checks["source gone"]["fix"] == "check the path"

@@ -10,6 +10,7 @@ import typer
 from agent.cli import (
     bench_cmd,
     config_cmd,
+    doctor_cmd,
     embed_cmd,
     enroll_cmd,
     eval_cmd,
@@ -38,6 +39,7 @@ app.add_typer(gallery_cmd.app, name="gallery")
 app.add_typer(events_cmd.app, name="events")
 app.command("run")(run_cmd.run_command)
 app.command("status")(status_cmd.status_command)
+app.command("doctor")(doctor_cmd.doctor_command)
 app.command("embed")(embed_cmd.embed)
 app.command("enroll")(enroll_cmd.enroll_command)
 app.command("search")(search_cmd.search_command)
@@ -65,7 +67,9 @@ def root(
 def main() -> None:
     """Console entry point: user-facing errors are one line on stderr and a non-zero exit."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) comes back as a return value here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except AgentError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

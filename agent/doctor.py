@@ -1,0 +1,227 @@
+"""`agent doctor`: check what `agent run` needs, and say what to fix.
+
+Config, state directory, model file and execution providers, gallery/model agreement, each
+source (opens and yields a frame), the broker (MQTT connect), the outbox backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agent.config import AgentConfig, SourceConfig
+
+Level = Literal["ok", "warn", "fail"]
+
+
+@dataclass
+class Check:
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+
+def _state_dir(cfg: AgentConfig) -> Check:
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cfg.state_dir):
+            pass
+        return Check("state dir", "ok", str(cfg.state_dir))
+    except OSError as exc:
+        return Check(
+            "state dir",
+            "fail",
+            f"{cfg.state_dir}: {exc.strerror}",
+            "set state_dir to a writable directory (systemd: StateDirectory=agent)",
+        )
+
+
+def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
+    import onnxruntime as ort
+
+    from agent.embedder import CachedEmbedder
+    from agent.gallery import Gallery, GalleryModel
+
+    out = [Check("providers", "ok", "available: " + ", ".join(ort.get_available_providers()))]
+    path = cfg.gallery_path
+    if not Gallery.exists(path):
+        out.append(
+            Check(
+                "gallery",
+                "fail",
+                f"no gallery at {path}",
+                "enroll one: agent enroll DIR (or set [gallery] path)",
+            )
+        )
+        return out
+    try:
+        with Gallery.open(path) as gallery:
+            model = gallery.model
+            detail = (
+                f"{path}: {gallery.count} vectors, {len(gallery.identities())} identities, "
+                f"version {gallery.version}, model {model.label}"
+            )
+            level: Level = "warn" if gallery.repaired else "ok"
+            fix = "agent gallery repair" if gallery.repaired else ""
+            out.append(
+                Check("gallery", level, detail + (f" ({gallery.repaired})" if fix else ""), fix)
+            )
+            with CachedEmbedder.from_config(cfg, model.name, model.variant) as embedder:
+                gallery.check_model(GalleryModel.of(embedder.model))
+                extractor = embedder.load()
+                wanted = cfg.models.providers[0]
+                level = "ok" if extractor.provider == wanted else "warn"
+                out.append(
+                    Check(
+                        "model",
+                        level,
+                        f"{embedder.model.path.name} runs on "
+                        f"{extractor.provider} (preferred: {wanted})",
+                        ""
+                        if level == "ok"
+                        else "install onnxruntime-gpu / TensorRT for "
+                        "GPU providers, or set models.providers",
+                    )
+                )
+    except Exception as exc:
+        out.append(Check("model", "fail", str(exc), "agent models list; agent gallery reindex"))
+    return out
+
+
+def _with_timeout(fn: Callable[[], str], seconds: float) -> str:
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not result:
+        raise TimeoutError(f"no answer in {seconds:.0f} s")
+    return result[0]
+
+
+def _source(src: SourceConfig) -> Check:
+    import cv2
+
+    from agent.preprocess import IMAGE_SUFFIXES
+    from agent.sources import VideoSource, resolve_kind
+
+    kind = resolve_kind(src)
+    name = f"source {src.id}"
+    if kind == "folder":
+        folder = Path(src.uri)
+        images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        return Check(
+            name,
+            "ok" if images or src.watch else "warn",
+            f"folder with {len(images)} image(s)",
+            "" if images else "folder is empty",
+        )
+
+    def probe() -> str:
+        probe_source = VideoSource(src, lambda f: None, threading.Event())
+        cap = probe_source._open()
+        try:
+            ok, frame = cap.read()
+            if not ok:
+                raise OSError("opened but gave no frame")
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            return f"{kind}: {frame.shape[1]}x{frame.shape[0]} at {fps:.0f} fps"
+        finally:
+            cap.release()
+
+    try:
+        return Check(name, "ok", _with_timeout(probe, src.stall_timeout_s + 5))
+    except (OSError, TimeoutError) as exc:
+        hint = {
+            "device": "check the camera index and that the user is in group 'video'",
+            "stream": "check the URL, credentials and network",
+            "gstreamer": "test the pipeline with gst-launch-1.0; OpenCV needs GStreamer",
+            "file": "check the path",
+        }[kind]
+        return Check(name, "fail", f"{src.uri}: {exc}", hint)
+
+
+def _broker(cfg: AgentConfig) -> Check:
+    m = cfg.mqtt
+    if not m.host:
+        return Check("broker", "ok", "none configured: match events go to stdout as JSON lines")
+    import paho.mqtt.client as mqtt
+
+    from agent.publish import read_password
+
+    done = threading.Event()
+    outcome: list[str] = []
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        outcome.append(str(reason_code) if reason_code.is_failure else "")
+        done.set()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"agent-doctor-{os.getpid()}",
+        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
+    )
+    client.on_connect = on_connect
+    where = f"{m.host}:{m.port} (MQTT {m.protocol}{', TLS' if m.tls else ''})"
+    try:
+        if m.username:
+            client.username_pw_set(m.username, read_password(cfg))
+        if m.tls:
+            client.tls_set(
+                ca_certs=str(m.ca_file) if m.ca_file else None,
+                certfile=str(m.cert_file) if m.cert_file else None,
+                keyfile=str(m.key_file) if m.key_file else None,
+            )
+        client.connect(m.host, m.port, keepalive=10)
+        client.loop_start()
+        done.wait(5)
+    except Exception as exc:
+        return Check("broker", "fail", f"{where}: {exc}", "is the broker running and reachable?")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if not done.is_set():
+        return Check("broker", "fail", f"{where}: no CONNACK in 5 s", "check host, port and TLS")
+    if outcome[0]:
+        return Check(
+            "broker",
+            "fail",
+            f"{where}: refused ({outcome[0]})",
+            "check username/password (mqtt.password_env / password_file) and ACLs",
+        )
+    return Check("broker", "ok", f"{where}: connected")
+
+
+def _outbox(cfg: AgentConfig) -> Check:
+    if not cfg.outbox_path.exists():
+        return Check("outbox", "ok", "empty (not created yet)")
+    from agent.outbox import Outbox
+
+    box = Outbox.from_config(cfg)
+    try:
+        backlog, dropped = len(box), box.dropped
+    finally:
+        box.close()
+    level: Level = "warn" if backlog or dropped else "ok"
+    return Check(
+        "outbox",
+        level,
+        f"{backlog} event(s) waiting, {dropped} dropped so far",
+        "they are sent when the agent runs with the broker reachable" if backlog else "",
+    )
+
+
+def run_checks(cfg: AgentConfig) -> list[Check]:
+    checks = [_state_dir(cfg), *_model_and_gallery(cfg)]
+    if not cfg.sources:
+        checks.append(
+            Check("sources", "fail", "none configured", "add [[sources]] to agent.toml (id, uri)")
+        )
+    checks += [_source(s) for s in cfg.sources]
+    checks += [_broker(cfg), _outbox(cfg)]
+    return checks
