@@ -33,6 +33,18 @@ def agent_config(state: Path, gallery: Path, **sections) -> dict:
     return cfg
 
 
+RUNNING: list[AgentProcess] = []
+
+
+def kill_leftovers() -> None:
+    """Called after each test: a failed test must not leave an agent running."""
+    while RUNNING:
+        agent = RUNNING.pop()
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait(10)
+
+
 class AgentProcess:
     """`agent run` in a subprocess; stdout JSON lines (events) are collected as they come."""
 
@@ -55,6 +67,7 @@ class AgentProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        RUNNING.append(self)
 
     def _read(self) -> None:
         for line in self.proc.stdout:

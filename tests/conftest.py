@@ -35,6 +35,14 @@ def isolated_state(tmp_path_factory, monkeypatch):
     return state / "agent"
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_agents():
+    yield
+    from tests.agent_support import kill_leftovers
+
+    kill_leftovers()
+
+
 @pytest.fixture
 def shared_models(monkeypatch) -> Path:
     models = shared_file("models")

@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
+    os.environ.setdefault("AGENT_MODELS_DIR", str(REPO.parent / "shared" / "models"))
 
     from agent.config import load_config
 

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--sources", type=int, default=1)
     args = parser.parse_args()
+    os.environ.setdefault("AGENT_MODELS_DIR", str(REPO.parent / "shared" / "models"))
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
