@@ -126,7 +126,10 @@ class OnnxBoxes(Detector):
         canvas[: resized.shape[0], : resized.shape[1]] = resized
         tensor = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
         out = np.asarray(self.session.run(None, {self.input: tensor})[0])[0]
-        if out.shape[0] < out.shape[1]:  # (4 + C, N): v8 layout, no objectness
+        layout = self.cfg.onnx_layout
+        if layout == "auto":
+            layout = "v8" if out.shape[0] < out.shape[1] else "v5"
+        if layout == "v8":  # (4 + C, N), no objectness
             out = out.T
             scores_all = out[:, 4:]
         else:

@@ -151,3 +151,37 @@ def test_hog_finds_people_in_a_real_street_video():
 def test_haar_face_cascade_loads_and_finds_no_face_in_a_flat_image():
     faces = HaarFaces(DetectConfig(mode="face"))
     assert faces.crops(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_onnx_detector_decodes_yolo_v5_boxes_back_to_frame_pixels(tmp_path):
+    """A real ONNX graph whose output is a fixed YOLOv5-style tensor: letterbox scaling, score
+    threshold, class filter and NMS are what is tested, not a detector's accuracy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # 64x64 input; frame 128x64 (w x h) -> scale 0.5, so input boxes map back times 2.
+    rows = np.array([
+        [16, 16, 8, 12, 0.9, 0.9, 0.1],  # class 0, score 0.81
+        [17, 16, 8, 12, 0.9, 0.8, 0.1],  # overlaps the first: removed by NMS
+        [48, 20, 10, 10, 0.9, 0.1, 0.9],  # class 1
+        [40, 40, 4, 4, 0.2, 0.9, 0.1],  # below the score threshold
+    ], np.float32)[None]  # fmt: skip
+    const = helper.make_node("Constant", [], ["boxes"], value=numpy_helper.from_array(rows))
+    shape = helper.make_node("Shape", ["images"], ["unused"])
+    graph = helper.make_graph(
+        [const, shape], "yolo", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                               [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 7])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "det.onnx")
+    cfg = DetectConfig(mode="onnx", onnx_model=tmp_path / "det.onnx", onnx_input_size=64,
+                       onnx_layout="v5", score_threshold=0.5, padding=0.0, min_size=1)  # fmt: skip
+    frame = np.zeros((64, 128, 3), np.uint8)
+    boxes = make_detector(cfg).boxes(frame)
+    assert len(boxes) == 2
+    first = max(boxes, key=lambda b: b[4])
+    assert np.allclose(first[:4], [24, 20, 16, 24]) and abs(first[4] - 0.81) < 1e-5
+    only_class_1 = make_detector(cfg.model_copy(update={"onnx_classes": [1]})).boxes(frame)
+    assert len(only_class_1) == 1 and np.allclose(only_class_1[0][:4], [86, 30, 20, 20])
