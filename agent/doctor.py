@@ -124,7 +124,7 @@ def _source(src: SourceConfig) -> Check:
 
     def probe() -> str:
         probe_source = VideoSource(src, lambda f: None, threading.Event())
-        cap = probe_source._open()
+        cap = probe_source.open_capture()
         try:
             ok, frame = cap.read()
             if not ok:
@@ -150,9 +150,7 @@ def _broker(cfg: AgentConfig) -> Check:
     m = cfg.mqtt
     if not m.host:
         return Check("broker", "ok", "none configured: match events go to stdout as JSON lines")
-    import paho.mqtt.client as mqtt
-
-    from agent.publish import read_password
+    from agent.publish import mqtt_client
 
     done = threading.Event()
     outcome: list[str] = []
@@ -161,22 +159,15 @@ def _broker(cfg: AgentConfig) -> Check:
         outcome.append(str(reason_code) if reason_code.is_failure else "")
         done.set()
 
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"agent-doctor-{os.getpid()}",
-        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
-    )
-    client.on_connect = on_connect
     where = f"{m.host}:{m.port} (MQTT {m.protocol}{', TLS' if m.tls else ''})"
     try:
-        if m.username:
-            client.username_pw_set(m.username, read_password(cfg))
-        if m.tls:
-            client.tls_set(
-                ca_certs=str(m.ca_file) if m.ca_file else None,
-                certfile=str(m.cert_file) if m.cert_file else None,
-                keyfile=str(m.key_file) if m.key_file else None,
-            )
+        client = mqtt_client(cfg, f"agent-doctor-{os.getpid()}")
+    except Exception as exc:  # unreadable password file, bad TLS files
+        return Check(
+            "broker", "fail", f"{where}: {exc}", "check the [mqtt] credentials and TLS files"
+        )
+    client.on_connect = on_connect
+    try:
         client.connect(m.host, m.port, keepalive=10)
         client.loop_start()
         done.wait(5)

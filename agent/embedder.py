@@ -14,6 +14,7 @@ import numpy as np
 from agent.cache import EmbeddingCache, cache_key, content_hash
 from agent.config import AgentConfig
 from agent.extract import ImageExtractor, ItemError, model_fingerprint, resolve_image_model
+from agent.gallery import Gallery, GalleryModel
 from agent.preprocess import ArrayImage, EncodedImage
 from agent.registry import ResolvedModel
 
@@ -62,6 +63,11 @@ class CachedEmbedder:
         return self.extractor
 
     @property
+    def batches(self) -> int:
+        """Inference batches run so far (0 while every request was served by the cache)."""
+        return self._extractor.stats.batches if self._extractor else 0
+
+    @property
     def provider(self) -> str | None:
         return self._extractor.provider if self._extractor else None
 
@@ -71,9 +77,17 @@ class CachedEmbedder:
         hashes: Sequence[str] | None = None,
         flip: bool = False,
         progress: Callable[[int], None] | None = None,
+        cached: bool = True,
     ) -> Embedded:
-        """Embed items, serving what the cache holds; `hashes` are the items' content hashes."""
+        """Embed items, serving what the cache holds; `hashes` are the items' content hashes.
+
+        cached=False skips the cache (no hashing, lookups or writes), e.g. for live frames.
+        """
         n = len(items)
+        if not cached:
+            result = self.extractor.extract(items, flip=flip, progress=progress)
+            self.inferences += int(result.ok.sum())
+            return Embedded(result.embeddings, result.ok, result.errors)
         if hashes is None:
             hashes = [
                 content_hash(i.data if isinstance(i, EncodedImage) else i.pixels) for i in items
@@ -115,3 +129,19 @@ class CachedEmbedder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def embedder_for(
+    cfg: AgentConfig, gallery: Gallery | None, model: str | None = None, variant: str | None = None
+) -> CachedEmbedder:
+    """The gallery's own model unless one is named; a named one must match the gallery."""
+    if gallery is not None and model is None:
+        model, variant = gallery.model.name, variant or gallery.model.variant
+    embedder = CachedEmbedder.from_config(cfg, model, variant)
+    if gallery is not None:
+        try:
+            gallery.check_model(GalleryModel.of(embedder.model))
+        except BaseException:
+            embedder.close()
+            raise
+    return embedder

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig
-from agent.embedder import CachedEmbedder
-from agent.gallery import Gallery, GalleryError, GalleryModel
+from agent.embedder import embedder_for
+from agent.gallery import Gallery, GalleryError
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +24,9 @@ class LiveGallery:
         self.path = path
         self.reloads = 0
         self.gallery = Gallery.open(path)
-        self.embedder = self._embedder_for(self.gallery)
+        self.embedder = embedder_for(cfg, self.gallery)
         self.loaded_version = self.gallery.version
         self._next_poll = time.monotonic() + cfg.pipeline.gallery_poll_s
-
-    def _embedder_for(self, gallery: Gallery) -> CachedEmbedder:
-        model = gallery.model
-        embedder = CachedEmbedder.from_config(self.cfg, model.name, model.variant)
-        try:
-            gallery.check_model(GalleryModel.of(embedder.model))
-        except BaseException:
-            embedder.close()
-            raise
-        return embedder
 
     def poll(self, now: float) -> bool:
         """Reload if the gallery changed and its writer has saved the new index."""
@@ -62,7 +52,7 @@ class LiveGallery:
             return False
         if fresh.model.fingerprint != self.gallery.model.fingerprint:
             try:
-                embedder = self._embedder_for(fresh)
+                embedder = embedder_for(self.cfg, fresh)
             except Exception as exc:
                 fresh.close()
                 log.error("gallery reload: cannot load its model, keeping the old one: %s", exc)

@@ -1,8 +1,5 @@
-"""Counters and latency windows the running agent keeps, and process CPU/RSS.
-
-Everything here is cheap enough for the hot path: a deque append per sample, an int add per
-count. Percentiles are computed only when a MetricsEvent is made.
-"""
+"""Counters the running agent keeps, and process CPU/RSS. Stage latencies are
+`agent.stats.StageTimes` windows; percentiles are computed only when a MetricsEvent is made."""
 
 from __future__ import annotations
 
@@ -10,35 +7,21 @@ import os
 import resource
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from agent.events import Percentiles
+from agent.stats import StageTimes
 
 STAGES = ("decode", "detect", "embed", "search", "publish", "e2e")
 
 
-class LatencyWindow:
-    """The last `size` samples of one stage, in milliseconds."""
-
-    def __init__(self, size: int = 2048):
-        self._samples: deque[float] = deque(maxlen=size)
-
-    def add(self, ms: float) -> None:
-        self._samples.append(ms)
-
-    @property
-    def last(self) -> float | None:
-        return self._samples[-1] if self._samples else None
-
-    def percentiles(self) -> Percentiles | None:
-        if not self._samples:
-            return None
-        p50, p95, p99 = np.percentile(np.fromiter(self._samples, float), [50, 95, 99])
-        return Percentiles(p50=round(p50, 3), p95=round(p95, 3), p99=round(p99, 3),
-                           n=len(self._samples))  # fmt: skip
+def percentiles(times: StageTimes) -> Percentiles | None:
+    """A stage's recent latency percentiles in ms, or None before its first sample."""
+    summary = times.summary()
+    if not summary["count"]:
+        return None
+    return Percentiles(p50=summary["p50_ms"], p95=summary["p95_ms"], p99=summary["p99_ms"],
+                       n=int(summary["count"]))  # fmt: skip
 
 
 @dataclass

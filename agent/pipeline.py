@@ -22,17 +22,18 @@ from agent.events import BBox, Candidate, MatchEvent, encode_embedding
 from agent.gallery import SearchResult
 from agent.live_gallery import LiveGallery
 from agent.match import SourcePolicy
-from agent.metrics import STAGES, LatencyWindow
+from agent.metrics import STAGES
 from agent.preprocess import ArrayImage
 from agent.sources import Frame, Source
+from agent.stats import StageTimes
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PipelineStats:
-    latency: dict[str, LatencyWindow] = field(
-        default_factory=lambda: {s: LatencyWindow() for s in STAGES}
+class RunStats:
+    latency: dict[str, StageTimes] = field(
+        default_factory=lambda: {s: StageTimes() for s in STAGES}
     )
     inference_calls: int = 0
     crops_embedded: int = 0
@@ -67,7 +68,7 @@ class Pipeline:
         self.live = live
         self.emit = emit
         self.ready = ready
-        self.stats = PipelineStats()
+        self.stats = RunStats()
         self.policies = {s.id: SourcePolicy(s.cfg.match or cfg.match) for s in sources}
         self.top_k = max(p.cfg.top_k for p in self.policies.values()) if sources else 1
         self._last: dict[str, list[_Seen]] = {}
@@ -128,27 +129,22 @@ class Pipeline:
     def _embed_and_search(self, frames: list[Frame]) -> dict[int, list[_Seen]]:
         """Each fresh frame's crops with their search results (failed crops left out)."""
         for frame in frames:
-            self.stats.latency["decode"].add(frame.decode_ms)
+            self.stats.latency["decode"].add(frame.decode_ms / 1000)
             if self.cfg.detect.mode != "frame":
-                self.stats.latency["detect"].add(frame.detect_ms)
+                self.stats.latency["detect"].add(frame.detect_ms / 1000)
         found: dict[int, list[_Seen]] = {id(f): [] for f in frames}
         pairs = [(f, c) for f in frames for c in f.crops]
         if not pairs:
             return found
         images = [ArrayImage(np.ascontiguousarray(c.pixels), "BGR") for _, c in pairs]
         embedder = self.live.embedder
-        before = embedder.inferences
+        before = embedder.batches
         t0 = time.perf_counter()
-        if self.cfg.pipeline.cache_frames:
-            embedded = embedder.embed(images, flip=self.cfg.gallery.flip_queries)
-            vectors, ok, failed = embedded.vectors, embedded.ok, len(embedded.errors)
-        else:
-            result = embedder.extractor.extract(images, flip=self.cfg.gallery.flip_queries)
-            vectors, ok, failed = result.embeddings, result.ok, len(result.errors)
-            embedder.inferences += int(ok.sum())
+        flip = self.live.gallery.settings.flip and self.cfg.gallery.flip_queries  # as search
+        embedded = embedder.embed(images, flip=flip, cached=self.cfg.pipeline.cache_frames)
+        vectors, ok, failed = embedded.vectors, embedded.ok, len(embedded.errors)
         t1 = time.perf_counter()
-        ran = embedder.inferences - before
-        self.stats.inference_calls += -(-ran // embedder.extractor.max_batch) if ran else 0
+        self.stats.inference_calls += embedder.batches - before
         self.stats.crops_embedded += int(ok.sum())
         if failed:
             self.stats.error("embed", failed)
@@ -160,8 +156,10 @@ class Pipeline:
             else []
         )
         t2 = time.perf_counter()
-        self.stats.latency["embed"].add((t1 - t0) * 1000)
-        self.stats.latency["search"].add((t2 - t1) * 1000)
+        self.stats.latency["embed"].add(t1 - t0)
+        self.stats.latency["search"].add(t2 - t1)
+        for frame in frames:
+            frame.embed_ms, frame.search_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
         for (frame, crop), good, vector in zip(pairs, ok, vectors, strict=True):
             if good:
                 found[id(frame)].append(_Seen(crop.bbox, next(results), vector, crop.pixels))
@@ -200,18 +198,15 @@ class Pipeline:
             self._stamp_latency(event, frame)
             t0 = time.perf_counter()
             self.emit(event)
-            self.stats.latency["publish"].add((time.perf_counter() - t0) * 1000)
-            self.stats.latency["e2e"].add((time.monotonic() - frame.captured) * 1000)
+            self.stats.latency["publish"].add(time.perf_counter() - t0)
+            self.stats.latency["e2e"].add(time.monotonic() - frame.captured)
             self.stats.events_produced += 1
 
     def _stamp_latency(self, event: MatchEvent, frame: Frame) -> None:
-        lat = {"decode": round(frame.decode_ms, 2)}
-        if self.cfg.detect.mode != "frame":
-            lat["detect"] = round(frame.detect_ms, 2)
-        for stage in ("embed", "search"):
-            last = self.stats.latency[stage].last
-            if last is not None:
-                lat[stage] = round(last, 2)
+        """Stage times of this frame (a reused frame has no embed/search of its own)."""
+        lat = {"decode": frame.decode_ms, "detect": frame.detect_ms, "embed": frame.embed_ms,
+               "search": frame.search_ms}  # fmt: skip
+        lat = {k: round(v, 2) for k, v in lat.items() if v}
         lat["e2e"] = round((time.monotonic() - frame.captured) * 1000, 2)
         event.latency_ms = lat
 

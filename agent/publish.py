@@ -160,6 +160,28 @@ class StdoutPublisher(Publisher):
             self.publish_status(final)
 
 
+def mqtt_client(cfg: AgentConfig, client_id: str):
+    """A paho client with the configured protocol, credentials and TLS (not yet connected)."""
+    import paho.mqtt.client as mqtt
+
+    m = cfg.mqtt
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
+    )
+    if m.username:
+        client.username_pw_set(m.username, read_password(cfg))
+    if m.tls:
+        client.tls_set(
+            ca_certs=str(m.ca_file) if m.ca_file else None,
+            certfile=str(m.cert_file) if m.cert_file else None,
+            keyfile=str(m.key_file) if m.key_file else None,
+        )
+        client.tls_insecure_set(m.tls_insecure)
+    return client
+
+
 def read_password(cfg: AgentConfig) -> str | None:
     m = cfg.mqtt
     if m.password_file is not None:
@@ -196,22 +218,9 @@ class MqttPublisher(Publisher):
         self.connects = 0
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=64)
 
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=m.client_id or f"agent-{cfg.device_id}",
-            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-        )
+        client = mqtt_client(cfg, m.client_id or f"agent-{cfg.device_id}")
         offline = initial_status.model_copy(update={"state": "offline", "sources": {}})
         client.will_set(self.status_topic, offline.to_json(), qos=1, retain=True)
-        if m.username:
-            client.username_pw_set(m.username, read_password(cfg))
-        if m.tls:
-            client.tls_set(
-                ca_certs=str(m.ca_file) if m.ca_file else None,
-                certfile=str(m.cert_file) if m.cert_file else None,
-                keyfile=str(m.key_file) if m.key_file else None,
-            )
-            client.tls_insecure_set(m.tls_insecure)
         client.max_inflight_messages_set(m.max_inflight)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.on_connect = self._on_connect

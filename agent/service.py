@@ -27,7 +27,7 @@ from agent.detect import ChangeGate, make_detector
 from agent.errors import ConfigError
 from agent.events import CommandResult, MetricsEvent, SourceMetrics, StatusEvent
 from agent.live_gallery import LiveGallery
-from agent.metrics import ProcessMeter, RateMeter
+from agent.metrics import ProcessMeter, RateMeter, percentiles
 from agent.pipeline import Pipeline
 from agent.publish import MqttPublisher, make_publisher
 from agent.sdnotify import SystemdNotifier
@@ -113,7 +113,7 @@ class Agent:
                 fps_in=rate_in.rate(c.frames_in),
                 fps_processed=rate_done.rate(c.frames_processed + c.frames_reused),
             )
-        latency = {k: p for k, w in stats.latency.items() if (p := w.percentiles()) is not None}
+        latency = {k: p for k, t in stats.latency.items() if (p := percentiles(t)) is not None}
         errors = {**stats.errors, **self.publisher.errors}
         if self.commands.failed:
             errors["commands"] = self.commands.failed

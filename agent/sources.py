@@ -44,6 +44,8 @@ class Frame:
     decode_ms: float
     crops: list[Crop] = field(default_factory=list)
     detect_ms: float = 0.0
+    embed_ms: float = 0.0  # of the batch it was embedded in (0 for a reused frame)
+    search_ms: float = 0.0
     reused: bool = False  # unchanged since the last extracted frame: reuse its result
 
 
@@ -194,7 +196,7 @@ class VideoSource(Source):
     def lossless(self) -> bool:
         return self.kind == "file" and not self.cfg.realtime
 
-    def _open(self) -> cv2.VideoCapture:
+    def open_capture(self) -> cv2.VideoCapture:
         uri, timeout = self.cfg.uri, int(self.cfg.stall_timeout_s * 1000)
         if self.kind == "device":
             cap = cv2.VideoCapture(int(uri))
@@ -223,7 +225,7 @@ class VideoSource(Source):
         offset = 0.0  # media time carried across loops of a file
         while not self._stop.is_set():
             try:
-                cap = self._open()
+                cap = self.open_capture()
             except OSError as exc:
                 attempt += 1
                 self.error = str(exc)

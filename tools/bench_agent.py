@@ -27,16 +27,9 @@ from pathlib import Path
 
 import cv2
 import tomli_w
+from agent_workspace import DEFAULT_CLIP, enroll_examples
 from rich.console import Console
 from rich.table import Table
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def agent(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args], env=env, check=True, capture_output=True, text=True
-    )
 
 
 def bare_rate(cfg, model: str, variant: str, clip: Path, batch: int) -> tuple[float, float]:
@@ -112,34 +105,18 @@ def run_agent(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--clip", type=Path, default=REPO.parent / "shared/data/frames/real_video/vtest.avi"
-    )
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--model", default="mobilenetv2")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    os.environ.setdefault("AGENT_MODELS_DIR", str(REPO.parent / "shared" / "models"))
 
     from agent.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        env = {**os.environ, "XDG_DATA_HOME": str(work / "xdg")}
-        gallery = work / "gallery"
-        agent(
-            "-q",
-            "enroll",
-            str(REPO / "examples/gallery"),
-            "-g",
-            str(gallery),
-            "-m",
-            args.model,
-            "--variant",
-            args.variant,
-            env=env,
-        )
+        env, gallery = enroll_examples(work, args.model, args.variant)
         cfg = load_config()
         full, session = bare_rate(cfg, args.model, args.variant, args.clip, 8)
         runs = {

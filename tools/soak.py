@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,46 +18,22 @@ import time
 from pathlib import Path
 
 import tomli_w
-
-REPO = Path(__file__).resolve().parents[1]
+from agent_workspace import DEFAULT_CLIP, enroll_examples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--clip", type=Path, default=REPO.parent / "shared/data/frames/real_video/vtest.avi"
-    )
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0, help="Minutes before the baseline.")
     parser.add_argument("--model", default="mobilenetv2")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--sources", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("AGENT_MODELS_DIR", str(REPO.parent / "shared" / "models"))
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        env = {**os.environ, "XDG_DATA_HOME": str(work / "xdg")}
-        gallery = work / "gallery"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "-q",
-                "enroll",
-                str(REPO / "examples/gallery"),
-                "-g",
-                str(gallery),
-                "-m",
-                args.model,
-                "--variant",
-                args.variant,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        env, gallery = enroll_examples(work, args.model, args.variant)
         state = work / "state"
         cfg = {
             "state_dir": str(state),
