@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from agent.extract import ImageExtractor
+from agent.session import node_placement
 
 
 @dataclass
@@ -69,3 +71,10 @@ def bench_variants(
                 )
             )
     return rows
+
+
+def placement_of(ex: ImageExtractor, trt_cache_base: Path | None) -> dict[str, int]:
+    """Nodes per provider when `ex`'s model runs one image under the same provider options."""
+    feed = {ex.spec.name: np.zeros((1, *ex.preprocessor.shape), dtype=np.float32)}
+    m = ex.model
+    return node_placement(m.path, ex.cfg, feed, trt_cache_base, m.sha256, m.variant.precision)

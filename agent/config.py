@@ -67,6 +67,21 @@ class ModelsConfig(Section):
     )
     warmup: bool = Field(True, description="Run one dummy batch when a session is created.")
     trt_fp16: bool = Field(True, description="Let TensorRT build fp16 kernels.")
+    trt_int8: bool = Field(
+        True,
+        description="Build int8 TensorRT engines for QDQ (int8) variants; off = run them as fp16.",
+    )
+    trt_workspace_mb: int = Field(
+        1024, ge=64, description="Largest scratch memory TensorRT may use while building (MiB)."
+    )
+    trt_builder_level: int = Field(
+        3, ge=0, le=5, description="TensorRT builder optimisation level (higher: slower build)."
+    )
+    cuda_graph: bool = Field(
+        False,
+        description="Capture CUDA graphs (CUDA/TensorRT providers): batches are padded to "
+        "power-of-two sizes so each size replays one graph.",
+    )
     verify_sha256: bool = Field(True, description="Check each model file's sha256 when loading.")
 
 

@@ -72,16 +72,27 @@ class SourceStatus(BaseModel):
     error: str | None = None
 
 
+class EngineBuildStatus(BaseModel):
+    model: str = Field(description="Model label (name:variant).")
+    started_at: float = Field(description="Unix time the build started.")
+    cache_dir: str = Field(description="Where the engine is written.")
+
+
 class StatusEvent(Payload):
     """Retained on `<prefix>/status`; the broker publishes `offline` as the agent's Last Will."""
 
     type: Literal["status"] = "status"
-    state: Literal["online", "offline", "stopped"]
+    state: Literal["starting", "online", "offline", "stopped"]
     version: str | None = None
     provider: str | None = None
     model: str | None = None
     gallery_version: int | None = None
     sources: dict[str, SourceStatus] = Field(default_factory=dict)
+    engine_builds: list[EngineBuildStatus] = Field(
+        default_factory=list,
+        description="TensorRT engines being built now; the first start with a new model, GPU "
+        "or TensorRT version builds one, which takes minutes on a Jetson.",
+    )
 
 
 class Percentiles(BaseModel):

@@ -18,7 +18,7 @@ from agent.config import AgentConfig, ModelsConfig
 from agent.errors import InputError, ModelError
 from agent.preprocess import ImageLike, Preprocessor, describe, load_pixels
 from agent.registry import ModelRegistry, ResolvedModel
-from agent.session import SessionInfo, create_session
+from agent.session import GPU_PROVIDERS, BoundRunner, GraphInput, SessionInfo, create_session
 from agent.stats import PipelineStats, Stopwatch
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,24 @@ def resolve_image_model(
 class _OnnxModel:
     """What image and text extractors share: the session, output lookup, validation."""
 
-    def __init__(self, model: ResolvedModel, cfg: ModelsConfig, trt_cache_dir: Path | None):
+    def __init__(
+        self,
+        model: ResolvedModel,
+        cfg: ModelsConfig,
+        trt_cache_dir: Path | None,
+        graph_input: GraphInput | None = None,
+    ):
         self.model = model
         self.cfg = cfg
-        self.session, self.session_info = create_session(model.path, cfg, trt_cache_dir)
+        self.session, self.session_info = create_session(
+            model.path,
+            cfg,
+            trt_cache_dir,
+            sha256=model.sha256,
+            precision=model.variant.precision,
+            graph_input=graph_input,
+            label=model.label,
+        )
         outputs = {o.name: o for o in self.session.get_outputs()}
         manifest = model.manifest
         if manifest.output not in outputs:
@@ -125,9 +139,10 @@ class ImageExtractor(_OnnxModel):
     def __init__(self, model: ResolvedModel, cfg: ModelsConfig, trt_cache_dir: Path | None = None):
         if model.manifest.modality != "image" or model.manifest.image is None:
             raise ModelError(f"{model.label} is a {model.manifest.modality} model, not an image")
-        super().__init__(model, cfg, trt_cache_dir)
         self.spec = model.manifest.image
         self.preprocessor = Preprocessor(self.spec)
+        graph_input = GraphInput(self.spec.name, self.preprocessor.shape, cfg.max_batch)
+        super().__init__(model, cfg, trt_cache_dir, graph_input)
         graph_input = {i.name: i for i in self.session.get_inputs()}.get(self.spec.name)
         if graph_input is None:
             raise ModelError(f"{model.label}: graph has no input {self.spec.name!r}")
@@ -136,6 +151,10 @@ class ImageExtractor(_OnnxModel):
         if isinstance(fixed_batch, int) and fixed_batch > 0:
             self.max_batch = min(self.max_batch, fixed_batch)
         self._fixed_batch = fixed_batch if isinstance(fixed_batch, int) else None
+        self._bound: BoundRunner | None = None
+        if self.provider in GPU_PROVIDERS and cfg.cuda_graph and not self._fixed_batch:
+            self._bound = BoundRunner(self.session, self.spec.name, model.manifest.output,
+                                      "cuda", cuda_graph=True)  # fmt: skip
         workers = cfg.decode_workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess")
         self.stats = PipelineStats(("decode", "preprocess", "inference"))
@@ -164,7 +183,10 @@ class ImageExtractor(_OnnxModel):
         if self._fixed_batch and len(batch) != self._fixed_batch:
             return np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
         with Stopwatch() as sw:
-            raw = self.session.run([self.model.manifest.output], {self.spec.name: batch})[0]
+            if self._bound is not None:
+                raw = self._bound.run(batch, self.max_batch)
+            else:
+                raw = self.session.run([self.model.manifest.output], {self.spec.name: batch})[0]
         self.stats.record("inference", sw.seconds, len(batch))
         return raw.reshape(len(batch), -1)
 

@@ -21,16 +21,24 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from agent import __version__
 from agent.atomic import atomic_write_bytes
+from agent.build_watch import EngineBuildWatch
 from agent.commands import Commands
 from agent.config import AgentConfig
 from agent.detect import ChangeGate, make_detector
 from agent.errors import ConfigError
-from agent.events import CommandResult, MetricsEvent, SourceMetrics, StatusEvent
+from agent.events import (
+    CommandResult,
+    EngineBuildStatus,
+    MetricsEvent,
+    SourceMetrics,
+    StatusEvent,
+)
 from agent.live_gallery import LiveGallery
 from agent.metrics import ProcessMeter, RateMeter, percentiles
 from agent.pipeline import Pipeline
 from agent.publish import MqttPublisher, make_publisher
 from agent.sdnotify import SystemdNotifier
+from agent.session import EngineBuild, engine_builds
 from agent.sources import Frame, Prepare, make_source
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,11 @@ def make_prepare(cfg: AgentConfig) -> Prepare:
     return prepare
 
 
+def _build_status(builds: list[EngineBuild]) -> list[EngineBuildStatus]:
+    return [EngineBuildStatus(model=b.model, started_at=b.started_at, cache_dir=b.cache_dir)
+            for b in builds]  # fmt: skip
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, print_events: bool = False):
         if not cfg.sources:
@@ -60,8 +73,11 @@ class Agent:
         self.cfg = cfg
         self.print_events = print_events and bool(cfg.mqtt.host)
         self.started = time.monotonic()
+        self.notifier = SystemdNotifier()
+        self._running = False
+        self._build_watch = EngineBuildWatch(self.notifier, self._report_engine_build).start()
         self.live = LiveGallery(cfg, cfg.gallery_path)
-        self.live.embedder.load()  # now, so the first frames are not slowed by it
+        self.live.embedder.load()  # now (maybe building a TensorRT engine), not on the first frame
         self.ready = threading.Event()
         self.sources = [make_source(s, make_prepare(cfg), self.ready) for s in cfg.sources]
         self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready)
@@ -69,7 +85,6 @@ class Agent:
         self._command_queue: queue.Queue[tuple[str, bytes, Future]] = queue.Queue()
         self.publisher = make_publisher(cfg, self.status("online"), self._queue_command)
         self.match_topic = f"{cfg.topic_prefix}/match"
-        self.notifier = SystemdNotifier()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._process = ProcessMeter()
@@ -94,6 +109,7 @@ class Agent:
             model=self.live.gallery.model.label,
             gallery_version=self.live.loaded_version,
             sources={s.id: s.status() for s in self.sources},
+            engine_builds=_build_status(engine_builds()),
         )
 
     def metrics(self) -> MetricsEvent:
@@ -149,12 +165,28 @@ class Agent:
         """Publish metrics and leave status + metrics in the state dir for `agent status`."""
         metrics, status = self.metrics(), self.status(state)
         self.publisher.publish_metrics(metrics)
+        self._write_status_file(status, metrics)
+
+    def _report_engine_build(self, builds: list[EngineBuild]) -> None:
+        """From the build watch thread: the main loop is blocked, so refresh the status file."""
+        if self._running:
+            self._write_status_file(self.status("online"), self.metrics())
+            return
+        status = StatusEvent(
+            device_id=self.cfg.device_id,
+            state="starting",
+            version=__version__,
+            engine_builds=_build_status(builds),
+        )
+        self._write_status_file(status, None)
+
+    def _write_status_file(self, status: StatusEvent, metrics: MetricsEvent | None) -> None:
         record = {
             "pid": os.getpid(),
             "written_at": time.time(),
             "interval_s": self.cfg.metrics.interval_s,
             "status": status.model_dump(mode="json"),
-            "metrics": metrics.model_dump(mode="json"),
+            "metrics": metrics.model_dump(mode="json") if metrics is not None else None,
         }
         try:
             self.cfg.status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +234,7 @@ class Agent:
         names = ", ".join(f"{s.id} ({s.kind})" for s in self.sources)
         log.info("agent running: %s on %s; sources: %s", self.live.gallery.model.label,
                  self.live.embedder.provider, names)  # fmt: skip
+        self._running = True
         self.notifier.ready(f"running {len(self.sources)} source(s)")
         interval = self.cfg.metrics.interval_s
         next_report = time.monotonic()
@@ -270,5 +303,6 @@ class Agent:
         self._report("stopped")
         self.publisher.stop(self.status("stopped"))
         self.live.close()
+        self._build_watch.stop()
         log.info("agent stopped")
         return 0

@@ -169,7 +169,7 @@ def bench(
     as_json: bool = JsonOption,
 ) -> None:
     """Images/s and latency of bare inference per variant and batch size, in one run."""
-    from agent.bench import bench_variants
+    from agent.bench import bench_variants, placement_of
     from agent.extract import ImageExtractor
 
     cfg = state(ctx).config
@@ -196,9 +196,13 @@ def bench(
     try:
         with console.status(f"benchmarking {name} {','.join(variants)} at batch {batch}"):
             rows = bench_variants(extractors, batches, seconds)
+            placement = {v: placement_of(ex, cfg.state_dir / "trt_cache")
+                         for v, ex in extractors.items()}  # fmt: skip
     finally:
         for ex in extractors.values():
             ex.close()
+    wanted = cfg.models.providers[0] if cfg.models.providers else "cpu"
+    fallbacks = {v: n for v, n in placement.items() if set(n) != {wanted}}
     ratios = {}
     if "fp32" in variants:
         for r in rows:
@@ -207,15 +211,23 @@ def bench(
                 ratio = r.images_per_s / base.images_per_s
                 ratios[f"{r.variant}/fp32@b{r.batch}"] = round(ratio, 3)
     if as_json:
-        print_json({"rows": [r.as_dict() for r in rows], "ratios": ratios})
+        print_json(
+            {
+                "rows": [r.as_dict() for r in rows],
+                "ratios": ratios,
+                "requested_provider": wanted,
+                "nodes_by_provider": placement,
+            }
+        )
         return
     table = Table(title=f"{name} inference (bare session, random input)")
-    for col in ("variant", "provider", "batch", "images/s", "p50 ms", "p95 ms"):
+    for col in ("variant", "provider", "nodes run by", "batch", "images/s", "p50 ms", "p95 ms"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
             r.variant,
             r.provider,
+            ", ".join(f"{p} {n}" for p, n in placement[r.variant].items()),
             str(r.batch),
             f"{r.images_per_s:.1f}",
             f"{r.latency_p50_ms:.2f}",
@@ -224,3 +236,7 @@ def bench(
     console.print(table)
     for key, value in ratios.items():
         console.print(f"{key}: {value:.2f}x")
+    for v, nodes in fallbacks.items():
+        ran = ", ".join(f"{n} nodes on {p}" for p, n in nodes.items())
+        console.print(f"[yellow]warning:[/] {name}:{v}: {wanted} was asked for; ran {ran}"
+                      " (`agent doctor` lists the providers this onnxruntime has)")  # fmt: skip

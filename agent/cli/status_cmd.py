@@ -56,6 +56,15 @@ def status_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 def _print(record: dict) -> None:
     st, m = record["status"], record["metrics"]
+    for build in st.get("engine_builds", []):
+        console.print(
+            f"[yellow]building TensorRT engine[/] for {build['model']} "
+            f"({time.time() - build['started_at']:.0f} s so far) in {build['cache_dir']}"
+        )
+    if m is None:
+        console.print(f"[bold]{st['device_id']}[/] {st['state']}  report "
+                      f"{record['age_s']:.0f} s ago")  # fmt: skip
+        return
     console.print(
         f"[bold]{st['device_id']}[/] {st['state']}  model {m['model']} on {m['provider']}  "
         f"gallery v{m['gallery_version']} ({m['gallery_size']} vectors)  "
