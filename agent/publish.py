@@ -182,7 +182,11 @@ def mqtt_client(cfg: AgentConfig, client_id: str):
     return client
 
 
+CREDENTIAL_NAME = "mqtt-password"
+
+
 def read_password(cfg: AgentConfig) -> str | None:
+    """mqtt.password_file, else $<password_env>, else the systemd credential `mqtt-password`."""
     m = cfg.mqtt
     if m.password_file is not None:
         try:
@@ -191,6 +195,9 @@ def read_password(cfg: AgentConfig) -> str | None:
             raise ConfigError(f"mqtt.password_file {m.password_file}: {exc.strerror}") from None
     if m.password_env and os.environ.get(m.password_env):
         return os.environ[m.password_env]
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")  # systemd LoadCredential=
+    if credentials and (secret := Path(credentials) / CREDENTIAL_NAME).is_file():
+        return secret.read_text().strip()
     return None
 
 

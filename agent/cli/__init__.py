@@ -19,6 +19,7 @@ from agent.cli import (
     models_cmd,
     run_cmd,
     search_cmd,
+    service_cmd,
     status_cmd,
 )
 from agent.cli.common import State, err_console, setup_logging
@@ -37,6 +38,7 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(gallery_cmd.app, name="gallery")
 app.add_typer(events_cmd.app, name="events")
+app.add_typer(service_cmd.app, name="service")
 app.command("run")(run_cmd.run_command)
 app.command("status")(status_cmd.status_command)
 app.command("doctor")(doctor_cmd.doctor_command)
