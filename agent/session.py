@@ -228,6 +228,16 @@ def _session_options(cfg: ModelsConfig) -> ort.SessionOptions:
     return options
 
 
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """CUDA/cuDNN from NVIDIA's pip wheels (the x86 cuda image) are not on the loader's path;
+    onnxruntime >= 1.21 can load them first. System-wide CUDA (Jetson) needs nothing."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):
+            preload()
+
+
 def _dynamic_batch(path: Path, graph_input: GraphInput) -> bool:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -261,6 +271,8 @@ def create_session(
         )
     if not chosen:
         chosen = ["cpu"]
+    if GPU_PROVIDERS & set(chosen):
+        _preload_cuda_libraries()
     cache_dir = None
     if "tensorrt" in chosen and trt_cache_base is not None:
         cache_dir = engine_cache_dir(trt_cache_base, sha256 or path.name)

@@ -48,6 +48,14 @@ app.command("search")(search_cmd.search_command)
 app.command("eval")(eval_cmd.eval_command)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from agent import __version__
+
+        print(f"agent {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -61,6 +69,9 @@ def root(
     ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv)."),
     quiet: int = typer.Option(0, "--quiet", "-q", count=True, help="Less logging (-qq)."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
 ) -> None:
     setup_logging(verbose - quiet)
     ctx.obj = State(config_path=config, verbosity=verbose - quiet)
