@@ -1,7 +1,8 @@
 """`agent doctor`: check what `agent run` needs, and say what to fix.
 
-Config, state directory, model file and execution providers, gallery/model agreement, each
-source (opens and yields a frame), the broker (MQTT connect), the outbox backlog.
+Config, state directory, GPU and TensorRT, model file and execution providers, gallery/model
+agreement, OpenCV's video backends, each source (opens and yields a frame), the broker (MQTT
+connect), the outbox backlog.
 """
 
 from __future__ import annotations
@@ -92,6 +93,42 @@ def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
     except Exception as exc:
         out.append(Check("model", "fail", str(exc), "agent models list; agent gallery reindex"))
     return out
+
+
+def _video_backends(cfg: AgentConfig) -> Check:
+    import re
+
+    import cv2
+
+    from agent.sources import resolve_kind
+
+    info = cv2.getBuildInformation()
+    found = re.search(r"GStreamer:\s*(\S+)", info)
+    gstreamer = bool(found) and found.group(1).upper().startswith("YES")
+    detail = f"OpenCV {cv2.__version__} from {Path(cv2.__file__).parent}, GStreamer: "
+    detail += "yes" if gstreamer else "no"
+    pipelines = [s.id for s in cfg.sources if resolve_kind(s) == "gstreamer"]
+    if pipelines and not gstreamer:
+        return Check("opencv", "fail", f"{detail}; sources {', '.join(pipelines)} need it",
+                     "use an OpenCV built with GStreamer (Jetson: NVIDIA's OpenCV, as in "
+                     "Dockerfile.jetson) instead of opencv-python-headless")  # fmt: skip
+    return Check("opencv", "ok", detail)
+
+
+def _gpu(cfg: AgentConfig) -> Check:
+    from agent.session import gpu_identity, tensorrt_version
+
+    trt = tensorrt_version()
+    cache = cfg.state_dir / "trt_cache"
+    engines = sorted(cache.glob("*/*.engine")) if cache.is_dir() else []
+    detail = f"GPU {gpu_identity()}, TensorRT {trt or 'not found'}"
+    if engines:
+        detail += f", {len(engines)} cached engine(s) in {cache}"
+    wants_gpu = bool({"tensorrt", "cuda"} & set(cfg.models.providers))
+    if wants_gpu and gpu_identity() == "nogpu":
+        return Check("gpu", "warn", detail, "no NVIDIA GPU seen (nvidia-smi or Jetson "
+                     "device tree); inference runs on the CPU")  # fmt: skip
+    return Check("gpu", "ok", detail)
 
 
 def _with_timeout(fn: Callable[[], str], seconds: float) -> str:
@@ -208,7 +245,7 @@ def _outbox(cfg: AgentConfig) -> Check:
 
 
 def run_checks(cfg: AgentConfig) -> list[Check]:
-    checks = [_state_dir(cfg), *_model_and_gallery(cfg)]
+    checks = [_state_dir(cfg), _gpu(cfg), *_model_and_gallery(cfg), _video_backends(cfg)]
     if not cfg.sources:
         checks.append(
             Check("sources", "fail", "none configured", "add [[sources]] to agent.toml (id, uri)")

@@ -199,11 +199,15 @@ def test_doctor_passes_a_good_setup_and_names_what_to_fix(gallery, tmp_path):
     checks = {c["name"]: c for c in json.loads(out.stdout)}
     assert checks["source cam"]["level"] == "ok" and "480x360" in checks["source cam"]["detail"]
     assert checks["gallery"]["level"] == "ok" and "40 vectors" in checks["gallery"]["detail"]
+    assert "TensorRT" in checks["gpu"]["detail"] and checks["opencv"]["level"] == "ok"
     bad = {**good, "mqtt": {"host": "127.0.0.1", "port": 1},
-           "sources": [{"id": "gone", "uri": str(tmp_path / "missing.mp4")}]}  # fmt: skip
+           "sources": [{"id": "gone", "uri": str(tmp_path / "missing.mp4")},
+                       {"id": "csi", "uri": "videotestsrc num-buffers=5 ! appsink"}]}  # fmt: skip
     path.write_text(tomli_w.dumps(bad))
     out = run("-c", str(path), "doctor", "--json")
     assert out.returncode == 1
     checks = {c["name"]: c for c in json.loads(out.stdout)}
     assert checks["broker"]["level"] == "fail" and checks["source gone"]["level"] == "fail"
+    if "GStreamer: no" in checks["opencv"]["detail"]:  # pip's opencv-python-headless
+        assert checks["opencv"]["level"] == "fail" and "csi" in checks["opencv"]["detail"]
     assert checks["source gone"]["fix"] == "check the path"
