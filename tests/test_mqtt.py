@@ -192,3 +192,35 @@ def test_no_loss_when_the_agent_is_killed_and_restarted(gallery, tmp_path):
         agents.append(new())
 
     _loss_run(tmp_path, gallery, disrupt)
+
+
+def test_readme_example_subscriber_prints_each_event_once(gallery, broker, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    products = sorted(p for p in (EXAMPLES / "gallery").iterdir() if p.is_dir())[:3]
+    for product in products:
+        image = sorted(product.iterdir())[0]
+        (folder / f"{product.name}.jpg").write_bytes(image.read_bytes())
+    printer = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "subscriber.py"), "--host", "127.0.0.1",
+         "--port", str(broker.port), "--count", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "subscribed to agent/+/match" in printer.stderr.readline()
+        agent = AgentProcess(tmp_path, mqtt_config(tmp_path, gallery, broker, "3.1.1"),
+                             "-s", f"shots={folder}")  # fmt: skip
+        assert agent.wait(120) == 0, agent.log()
+        out, _ = printer.communicate(timeout=30)
+    finally:
+        printer.kill()
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    for product in products:
+        assert any(f" {product.name} " in line for line in lines), (product.name, out)
+    assert all(line.startswith("testcam shots frame ") for line in lines)
