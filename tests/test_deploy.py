@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -54,6 +55,17 @@ def test_repo_unit_is_clean_under_systemd_analyze_verify(tmp_path):
     unit.write_text(unit.read_text() + "\n" + credential_dropin(Path("/etc/agent/mqtt-password")))
     out = verify(unit)
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+def test_unit_exposure_level_under_systemd_analyze_security(tmp_path):
+    unit = tmp_path / "agent.service"
+    unit.write_text(render_unit(AGENT_EXE, Path("/etc/agent/agent.toml")))
+    out = subprocess.run([systemd_analyze(), "security", "--offline=true", str(unit)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    found = re.search(r"Overall exposure level for agent.service: ([0-9.]+)", out.stdout)
+    assert found, out.stdout + out.stderr
+    print(f"\nsystemd-analyze security: exposure {found.group(1)} (0 = locked down, 10 = none)")
+    assert float(found.group(1)) <= 2.5
 
 
 def test_unit_has_the_contract_of_a_long_running_hardened_service():
