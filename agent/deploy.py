@@ -28,6 +28,28 @@ UNIT = "agent.service"
 USER = "agent"
 TEMPLATE_EXEC = "/opt/agent/bin/agent"
 TEMPLATE_CONFIG = "/etc/agent/agent.toml"
+STATE_DIR = "/var/lib/agent"
+PROTECTED_HOME = (Path("/home"), Path("/root"), Path("/run/user"))
+
+
+def hidden_from_service(exec_path: Path) -> str | None:
+    """Why the unit could not run `exec_path`: it (or its Python) under a ProtectHome path."""
+    targets = [exec_path.resolve()]
+    try:
+        first = exec_path.read_bytes()[:256].split(b"\n")[0].decode(errors="replace")
+    except OSError:
+        first = ""
+    if first.startswith("#!") and first[2:].split():
+        targets.append(Path(first[2:].split()[0]).resolve())
+    for target in targets:
+        for top in PROTECTED_HOME:
+            if target == top or top in target.parents:
+                return (
+                    f"{exec_path} runs {target}, under {top}, which ProtectHome=yes hides from "
+                    "the service; install into a venv made from a system Python "
+                    "(sudo python3 -m venv /opt/agent)"
+                )
+    return None
 
 
 def deploy_file(name: str) -> Path:
@@ -162,9 +184,14 @@ class Installer:
     ) -> bool:
         """Write the files, enable the unit; start it when asked and the config has sources.
 
-        Returns whether the unit was started.
+        Returns why the unit was not started, or None when it was.
         """
         self._check_host()
+        hidden = hidden_from_service(exec_path)
+        if hidden and self.touches_host:
+            raise InputError(hidden)
+        if hidden:
+            self.actions.append(f"warning: {hidden}")
         config = self.config_dir / "agent.toml"
         self._write(self.unit_path, render_unit(exec_path, config), 0o644)
         self._write(config, render_config(sources, broker, device_id), 0o640, keep=True)
@@ -180,14 +207,36 @@ class Installer:
             self._write(self.dropin_path, credential_dropin(stored), 0o644)
         if self.touches_host:
             self._ensure_user()
-            with_group = self.path(config)
-            os.chown(with_group, 0, grp.getgrnam(USER).gr_gid)
+            os.chown(self.path(config), 0, grp.getgrnam(USER).gr_gid)
+            self._ensure_state_dir()
         self._run("systemctl", "daemon-reload")
-        real_config = self.path(config)
-        configured = read_toml(real_config) if real_config.exists() else {"sources": sources}
-        start = start and bool(configured.get("sources"))
-        self._run("systemctl", "enable", *(["--now"] if start else []), UNIT)
-        return start
+        reason = self._not_ready(config, sources) if start else "--no-start"
+        self._run("systemctl", "enable", *(["--now"] if reason is None else []), UNIT)
+        return reason
+
+    def _not_ready(self, config: Path, sources: list[dict]) -> str | None:
+        """What keeps the agent from running yet (it would exit 2 and the unit would fail)."""
+        from agent.gallery import Gallery
+
+        real = self.path(config)
+        data = read_toml(real) if real.exists() else {"sources": sources}
+        if not data.get("sources"):
+            return f"{config} has no [[sources]]: add a camera"
+        state_dir = Path(data.get("state_dir", STATE_DIR))
+        gallery = Path(data.get("gallery", {}).get("path") or state_dir / "gallery")
+        if not Gallery.exists(self.path(gallery)):
+            return f"no gallery at {gallery} yet: enroll one first"
+        return None
+
+    def _ensure_state_dir(self) -> None:
+        """/var/lib/agent owned by the service user, so `sudo -u agent agent enroll` works
+        before the first start (StateDirectory= would create it only then)."""
+        state = Path(STATE_DIR)
+        if not state.exists():
+            state.mkdir(mode=0o750, parents=True)
+            self.actions.append(f"created {state}")
+        user = pwd.getpwnam(USER)
+        os.chown(state, user.pw_uid, user.pw_gid)
 
     def _ensure_user(self) -> None:
         try:

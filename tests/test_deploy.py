@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.deploy import credential_dropin, deploy_file, render_unit
+from agent.deploy import credential_dropin, deploy_file, hidden_from_service, render_unit
 from tests.test_cli import one_error_line, run
 
 AGENT_EXE = Path(sys.executable).parent / "agent"
@@ -85,12 +85,14 @@ def install(root: Path, *args: str) -> subprocess.CompletedProcess:
     return run("service", "install", "--root", str(root), *args)
 
 
-def test_service_install_writes_unit_config_and_env_under_a_root(tmp_path):
+def test_service_install_writes_unit_config_and_env_under_a_root(tmp_path, example_gallery):
     root = tmp_path / "root"
     out = install(root, "-s", "door=rtsp://10.0.0.5/s1", "-s", "usb=0",
                   "--broker", "broker.local:1884", "--device-id", "shelf-1")  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "would run: systemctl enable --now agent.service" in out.stdout
+    # Without a gallery the agent would exit 2 at once: enabled, not started, and told why.
+    assert "would run: systemctl enable agent.service" in out.stdout
+    assert "not started: no gallery at /var/lib/agent/gallery yet" in out.stdout
     assert "journalctl -u agent.service -f" in out.stdout
     unit = root / "etc/systemd/system/agent.service"
     config = root / "etc/agent/agent.toml"
@@ -106,9 +108,11 @@ def test_service_install_writes_unit_config_and_env_under_a_root(tmp_path):
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.device_id) == ("broker.local", 1884, "shelf-1")
     assert cfg.state_dir == Path("/var/lib/agent")
 
+    shutil.copytree(example_gallery, root / "var/lib/agent/gallery")
     config.write_text(config.read_text() + "\n# edited by hand\n")
     again = install(root, "--mqtt-password-file", str(env))
     assert again.returncode == 0, again.stderr
+    assert "would run: systemctl enable --now agent.service" in again.stdout
     assert "kept /etc/agent/agent.toml (exists)" in again.stdout
     assert config.read_text().endswith("# edited by hand\n")  # never overwritten
     secret = root / "etc/agent/mqtt-password"
@@ -158,3 +162,13 @@ def test_mqtt_password_from_a_systemd_credential(tmp_path, monkeypatch):
     assert read_password(AgentConfig()) == "s3cret"
     monkeypatch.setenv("AGENT_MQTT_PASSWORD", "from-env")  # agent.env wins over the credential
     assert read_password(AgentConfig()) == "from-env"
+
+
+def test_an_agent_under_a_protected_home_is_refused(tmp_path):
+    hidden = tmp_path / "agent-in-home"
+    hidden.write_text("#!/root/venv/bin/python\nimport agent\n")
+    message = hidden_from_service(hidden)
+    assert message and "/root/venv/bin/python" in message and "ProtectHome" in message
+    visible = tmp_path / "agent-in-opt"
+    visible.write_text("#!/usr/bin/env python3\n")
+    assert hidden_from_service(visible) is None

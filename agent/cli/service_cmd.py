@@ -43,7 +43,7 @@ def install(
     """Write agent.service, /etc/agent/agent.toml (kept if present) and agent.env; enable, start."""
     installer = Installer(root=root.absolute(), config_dir=config_dir, dry_run=dry_run)
     agent = (exec_path or installed_agent()).absolute()
-    started = installer.install(
+    not_started = installer.install(
         exec_path=agent,
         sources=[parse_source(s) for s in source],
         broker=parse_broker(broker) if broker else None,
@@ -53,9 +53,9 @@ def install(
     )
     _report(installer)
     config = config_dir / "agent.toml"
-    if not started and not no_start:
-        console.print(f"not started: {config} has no [[sources]]. Add a camera, then "
-                      f"`sudo systemctl start {UNIT}`.", markup=False, soft_wrap=True)  # fmt: skip
+    if not_started and not no_start:
+        console.print(f"not started: {not_started}. Then: sudo systemctl start {UNIT}",
+                      markup=False, soft_wrap=True)  # fmt: skip
     console.print(
         f"follow the logs:  journalctl -u {UNIT} -f\n"
         f"health:           {agent} -c {config} status   (or systemctl status {UNIT})\n"
