@@ -53,7 +53,6 @@ class SessionInfo:
     requested: list[str]
     available: list[str]
     active: list[str]
-    engine_cache: Path | None = None
 
     @property
     def provider(self) -> str:
@@ -246,18 +245,26 @@ def _dynamic_batch(path: Path, graph_input: GraphInput) -> bool:
     return not isinstance(shapes.get(graph_input.name, [1])[0], int)
 
 
-def create_session(
+@dataclass(frozen=True)
+class ProviderPlan:
+    """Which providers a session gets, with their options, and where TensorRT caches engines."""
+
+    requested: list[str]
+    available: list[str]
+    chosen: list[str]
+    cache_dir: Path | None
+    providers: list[tuple[str, dict[str, str]]]
+
+
+def plan_providers(
     path: Path,
     cfg: ModelsConfig,
-    trt_cache_base: Path | None = None,
-    *,
+    trt_cache_base: Path | None,
     sha256: str = "",
     precision: str = "fp32",
     graph_input: GraphInput | None = None,
-    label: str | None = None,
-) -> tuple[ort.InferenceSession, SessionInfo]:
-    """Open `path` with the first usable provider of `cfg.providers`; say when it falls back."""
-    label = label or path.name
+) -> ProviderPlan:
+    """The usable providers of `cfg.providers` in order, with options (cpu as a last resort)."""
     available = ort.get_available_providers()
     requested = list(cfg.providers) or ["cpu"]
     chosen = [p for p in requested if ORT_PROVIDER[p] in available]
@@ -269,8 +276,7 @@ def create_session(
             ",".join(SHORT_NAME.get(a, a) for a in available),
             chosen[0] if chosen else "cpu",
         )
-    if not chosen:
-        chosen = ["cpu"]
+    chosen = chosen or ["cpu"]
     if GPU_PROVIDERS & set(chosen):
         _preload_cuda_libraries()
     cache_dir = None
@@ -283,25 +289,40 @@ def create_session(
         (ORT_PROVIDER[p], provider_options(p, cfg, cache_dir, precision, graph_input))
         for p in chosen
     ]
+    available_short = [SHORT_NAME.get(a, a) for a in available]
+    return ProviderPlan(requested, available_short, chosen, cache_dir, providers)
+
+
+def create_session(
+    path: Path,
+    cfg: ModelsConfig,
+    trt_cache_base: Path | None = None,
+    *,
+    sha256: str = "",
+    precision: str = "fp32",
+    graph_input: GraphInput | None = None,
+    label: str | None = None,
+) -> tuple[ort.InferenceSession, SessionInfo]:
+    """Open `path` with the first usable provider of `cfg.providers`; say when it falls back."""
+    label = label or path.name
+    plan = plan_providers(path, cfg, trt_cache_base, sha256, precision, graph_input)
+    cache_dir = plan.cache_dir
     building = (
         engine_build(label, cache_dir)
-        if chosen[0] == "tensorrt" and cache_dir is not None and not has_cached_engine(cache_dir)
+        if plan.chosen[0] == "tensorrt" and cache_dir and not has_cached_engine(cache_dir)
         else contextlib.nullcontext()
     )
     try:
         with building:
-            session = ort.InferenceSession(str(path), _session_options(cfg), providers=providers)
+            session = ort.InferenceSession(
+                str(path), _session_options(cfg), providers=plan.providers
+            )
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
-    info = SessionInfo(
-        requested=requested,
-        available=[SHORT_NAME.get(a, a) for a in available],
-        active=session.get_providers(),
-        engine_cache=cache_dir,
-    )
-    if info.provider != chosen[0]:
+    info = SessionInfo(plan.requested, plan.available, session.get_providers())
+    if info.provider != plan.chosen[0]:
         log.warning("provider %s failed to initialise for %s; running on %s",
-                    chosen[0], label, info.provider)  # fmt: skip
+                    plan.chosen[0], label, info.provider)  # fmt: skip
     log.info("%s runs on %s", label, info.provider)
     return session, info
 
@@ -390,19 +411,11 @@ def node_placement(
     GPU provider was asked for is a (partial) CPU fallback.
     """
     options = _session_options(cfg)
+    plan = plan_providers(path, cfg, trt_cache_base, sha256, precision)
     with tempfile.TemporaryDirectory(prefix="agent-profile-") as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        available = ort.get_available_providers()
-        chosen = [p for p in cfg.providers if ORT_PROVIDER[p] in available] or ["cpu"]
-        cache_dir = None
-        if "tensorrt" in chosen and trt_cache_base is not None:
-            cache_dir = engine_cache_dir(trt_cache_base, sha256 or path.name)
-            cache_dir.mkdir(parents=True, exist_ok=True)
-        providers = [
-            (ORT_PROVIDER[p], provider_options(p, cfg, cache_dir, precision)) for p in chosen
-        ]
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=plan.providers)
         session.run(None, feed)
         trace = json.loads(Path(session.end_profiling()).read_text())
     counts: Counter[str] = Counter()
