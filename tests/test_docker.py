@@ -142,3 +142,15 @@ def test_the_x86_install_recipe_gives_a_working_consistent_venv(wheel, tmp_path)
                              str(tmp_path / "root")], capture_output=True, text=True)  # fmt: skip
     assert status.returncode == 0, status.stderr  # the unit and skeleton ship in the wheel
     assert (tmp_path / "root/etc/systemd/system/agent.service").exists()
+
+
+def test_runtime_code_runs_on_python_3_10():
+    """JetPack 6 ships Python 3.10 (and Dockerfile.jetson uses it); CI runs 3.11."""
+    vermin = Path(sys.executable).parent / "vermin"
+    out = subprocess.run(
+        [str(vermin), "--no-tips", "--eval-annotations", "--target=3.10-", "--violations",
+         "agent", "docker", "examples"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Minimum required versions: 3.10" in out.stdout
