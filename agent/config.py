@@ -7,6 +7,7 @@ Unknown keys are rejected with their dotted name.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -356,6 +357,11 @@ class AgentConfig(BaseSettings):
         return (self.outbox.path or self.state_dir / "outbox.db").expanduser()
 
     @property
+    def trt_cache_path(self) -> Path:
+        """TensorRT engines and timing caches, one folder per model sha, GPU and TRT version."""
+        return self.state_dir / "trt_cache"
+
+    @property
     def status_path(self) -> Path:
         """Where `agent run` leaves its latest metrics for `agent status`."""
         return self.state_dir / "status.json"
@@ -392,3 +398,30 @@ def load_config(path: str | Path | None = None) -> AgentConfig:
     except ValidationError as exc:
         origin = f"{path} + AGENT_* environment" if path else "AGENT_* environment"
         raise ConfigError(_format_error(exc, origin)) from None
+
+
+_NAMED_SOURCE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
+
+
+def source_from_spec(spec: str, n: int, require_id: bool = False) -> SourceConfig:
+    """`ID=URI` or just `URI` (id: the file stem, or src<n>), as `--source` takes it."""
+    match = _NAMED_SOURCE.match(spec)
+    if match and "://" not in match.group(1):
+        source_id, uri = match.groups()
+    elif require_id:
+        raise ConfigError(f"--source {spec!r}: expected ID=URI, e.g. entrance=rtsp://10.0.0.20/s1")
+    else:
+        uri = spec
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec).stem) if "://" not in spec else ""
+        source_id = stem[:64] if stem and not spec.isdigit() else f"src{n}"
+    return SourceConfig(id=source_id, uri=uri)
+
+
+def parse_broker(text: str) -> tuple[str, int | None]:
+    """`HOST` or `HOST:PORT`, as `--broker` takes it."""
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ConfigError(f"--broker {text!r}: expected HOST or HOST:PORT")
+    if port and not port.isdigit():
+        raise ConfigError(f"--broker {text!r}: port must be a number ({port!r} is not a number)")
+    return host, int(port) if port else None

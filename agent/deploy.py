@@ -85,22 +85,6 @@ def credential_dropin(password_path: Path) -> str:
     )
 
 
-def parse_source(text: str) -> dict:
-    ident, sep, uri = text.partition("=")
-    if not sep or not ident or not uri:
-        raise InputError(f"--source {text!r}: expected ID=URI, e.g. entrance=rtsp://10.0.0.20/s1")
-    return {"id": ident, "uri": uri}
-
-
-def parse_broker(text: str) -> dict:
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    if not host:
-        raise InputError(f"--broker {text!r}: expected HOST or HOST:PORT")
-    if port and not port.isdigit():
-        raise InputError(f"--broker {text!r}: port {port!r} is not a number")
-    return {"host": host, "port": int(port)} if port else {"host": host}
-
-
 def render_config(sources: list[dict], broker: dict | None, device_id: str | None) -> str:
     """The skeleton with what was given on the command line appended as real TOML."""
     text = deploy_file("agent.toml").read_text()
@@ -124,7 +108,6 @@ class Installer:
     unit_dir: Path = Path("/etc/systemd/system")
     dry_run: bool = False
     actions: list[str] = field(default_factory=list)
-    commands: list[list[str]] = field(default_factory=list)
 
     @property
     def touches_host(self) -> bool:
@@ -154,7 +137,6 @@ class Installer:
         real.chmod(mode)
 
     def _run(self, *cmd: str) -> None:
-        self.commands.append(list(cmd))
         self.actions.append(f"{'ran' if self.touches_host else 'would run'}: {' '.join(cmd)}")
         if not self.touches_host:
             return

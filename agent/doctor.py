@@ -116,15 +116,15 @@ def _video_backends(cfg: AgentConfig) -> Check:
 
 
 def _gpu(cfg: AgentConfig) -> Check:
-    from agent.session import gpu_identity, tensorrt_version
+    from agent.session import GPU_PROVIDERS, gpu_identity, tensorrt_version
 
     trt = tensorrt_version()
-    cache = cfg.state_dir / "trt_cache"
+    cache = cfg.trt_cache_path
     engines = sorted(cache.glob("*/*.engine")) if cache.is_dir() else []
     detail = f"GPU {gpu_identity()}, TensorRT {trt or 'not found'}"
     if engines:
         detail += f", {len(engines)} cached engine(s) in {cache}"
-    wants_gpu = bool({"tensorrt", "cuda"} & set(cfg.models.providers))
+    wants_gpu = bool(GPU_PROVIDERS & set(cfg.models.providers))
     if wants_gpu and gpu_identity() == "nogpu":
         return Check("gpu", "warn", detail, "no NVIDIA GPU seen (nvidia-smi or Jetson "
                      "device tree); inference runs on the CPU")  # fmt: skip

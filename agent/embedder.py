@@ -53,9 +53,7 @@ class CachedEmbedder:
     @property
     def extractor(self) -> ImageExtractor:
         if self._extractor is None:
-            self._extractor = ImageExtractor(
-                self.model, self.cfg.models, self.cfg.state_dir / "trt_cache"
-            )
+            self._extractor = ImageExtractor(self.model, self.cfg.models, self.cfg.trt_cache_path)
         return self._extractor
 
     def load(self) -> ImageExtractor:

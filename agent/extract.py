@@ -168,7 +168,7 @@ class ImageExtractor(_OnnxModel):
     def from_config(
         cls, cfg: AgentConfig, name: str | None = None, variant: str | None = None
     ) -> ImageExtractor:
-        return cls(resolve_image_model(cfg, name, variant), cfg.models, cfg.state_dir / "trt_cache")
+        return cls(resolve_image_model(cfg, name, variant), cfg.models, cfg.trt_cache_path)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -342,7 +342,7 @@ class TextExtractor(_OnnxModel):
         tokenizer = registry.find_file(model.manifest, model.manifest.text.tokenizer)
         if tokenizer is None:
             raise ModelError(f"{model.label}: tokenizer {model.manifest.text.tokenizer} not found")
-        return cls(model, cfg.models, tokenizer, cfg.state_dir / "trt_cache")
+        return cls(model, cfg.models, tokenizer, cfg.trt_cache_path)
 
     def _feeds(self, encodings) -> dict[str, np.ndarray]:
         ids = np.array([e.ids for e in encodings], dtype=np.int64)

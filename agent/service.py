@@ -62,8 +62,7 @@ def make_prepare(cfg: AgentConfig) -> Prepare:
 
 
 def _build_status(builds: list[EngineBuild]) -> list[EngineBuildStatus]:
-    return [EngineBuildStatus(model=b.model, started_at=b.started_at, cache_dir=b.cache_dir)
-            for b in builds]  # fmt: skip
+    return [EngineBuildStatus.model_validate(b, from_attributes=True) for b in builds]
 
 
 class Agent:

@@ -189,14 +189,14 @@ def bench(
     models_cfg = cfg.models.model_copy(update={"max_batch": max(batches)})
     extractors = {
         v: ImageExtractor(
-            reg.resolve(name, v, cfg.models.verify_sha256), models_cfg, cfg.state_dir / "trt_cache"
+            reg.resolve(name, v, cfg.models.verify_sha256), models_cfg, cfg.trt_cache_path
         )
         for v in variants
     }
     try:
         with console.status(f"benchmarking {name} {','.join(variants)} at batch {batch}"):
             rows = bench_variants(extractors, batches, seconds)
-            placement = {v: placement_of(ex, cfg.state_dir / "trt_cache")
+            placement = {v: placement_of(ex, cfg.trt_cache_path)
                          for v, ex in extractors.items()}  # fmt: skip
     finally:
         for ex in extractors.values():

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
 
 from agent.cli.common import state
 from agent.cli.galleries import GalleryOption
-from agent.config import AgentConfig, SourceConfig
+from agent.config import AgentConfig, parse_broker, source_from_spec
 from agent.errors import ConfigError
-
-_NAMED = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
-
-
-def parse_source(spec: str, n: int) -> SourceConfig:
-    """`ID=URI` or just `URI` (id: the file stem, or src<n>)."""
-    match = _NAMED.match(spec)
-    if match and "://" not in match.group(1):
-        source_id, uri = match.groups()
-    else:
-        uri = spec
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec).stem) if "://" not in spec else ""
-        source_id = stem[:64] if stem and not spec.isdigit() else f"src{n}"
-    return SourceConfig(id=source_id, uri=uri)
 
 
 def apply_overrides(
@@ -36,7 +21,7 @@ def apply_overrides(
     gallery: Path | None,
 ) -> None:
     if sources:
-        parsed = [parse_source(s, i) for i, s in enumerate(sources)]
+        parsed = [source_from_spec(s, i) for i, s in enumerate(sources)]
         ids = [s.id for s in parsed]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"source ids must be unique, got {ids}; name them ID=URI")
@@ -47,12 +32,9 @@ def apply_overrides(
         if loop is not None:
             source.loop = loop
     if broker:
-        host, _, port = broker.rpartition(":") if ":" in broker else (broker, "", "")
-        cfg.mqtt.host = host
-        if port:
-            if not port.isdigit():
-                raise ConfigError(f"--broker {broker!r}: port must be a number")
-            cfg.mqtt.port = int(port)
+        cfg.mqtt.host, port = parse_broker(broker)
+        if port is not None:
+            cfg.mqtt.port = port
     if gallery is not None:
         cfg.gallery.path = gallery
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from agent.cli.common import console
-from agent.deploy import UNIT, Installer, installed_agent, parse_broker, parse_source
+from agent.config import parse_broker, source_from_spec
+from agent.deploy import UNIT, Installer, installed_agent
 
 app = typer.Typer(help="Install or remove the systemd unit (agent.service).", no_args_is_help=True)
 
@@ -20,6 +21,11 @@ DryRunOption = typer.Option(False, "--dry-run", help="Print what would be done; 
 def _report(installer: Installer) -> None:
     for line in installer.actions:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _broker_table(text: str) -> dict:
+    host, port = parse_broker(text)
+    return {"host": host} if port is None else {"host": host, "port": port}
 
 
 @app.command("install")
@@ -45,8 +51,11 @@ def install(
     agent = (exec_path or installed_agent()).absolute()
     not_started = installer.install(
         exec_path=agent,
-        sources=[parse_source(s) for s in source],
-        broker=parse_broker(broker) if broker else None,
+        sources=[
+            source_from_spec(s, i, require_id=True).model_dump(include={"id", "uri"})
+            for i, s in enumerate(source)
+        ],
+        broker=_broker_table(broker) if broker else None,
         device_id=device_id or None,
         password_file=mqtt_password_file,
         start=not no_start,
