@@ -7,17 +7,39 @@ Python API::
     with ImageExtractor.from_config(cfg) as ex:
         result = ex.extract(["a.jpg", "b.png"])
         result.embeddings, result.ok, result.errors
+
+Names are imported on first use (PEP 562), so `import agent` (and every CLI command that does
+not need them) loads neither onnxruntime nor OpenCV.
 """
 
-from agent.config import AgentConfig, load_config
-from agent.embeddings import PCAProjection, from_bytes, to_bytes
-from agent.errors import AgentError, ConfigError, InputError, ModelError
-from agent.extract import ExtractResult, ImageExtractor, ItemError, TextExtractor
-from agent.manifest import Manifest, load_manifest
-from agent.preprocess import ArrayImage, Preprocessor
-from agent.registry import ModelRegistry, ResolvedModel
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AgentConfig": "agent.config",
+    "load_config": "agent.config",
+    "AgentError": "agent.errors",
+    "ConfigError": "agent.errors",
+    "InputError": "agent.errors",
+    "ModelError": "agent.errors",
+    "PCAProjection": "agent.gallery.space",
+    "from_bytes": "agent.runtime.embeddings",
+    "to_bytes": "agent.runtime.embeddings",
+    "ExtractResult": "agent.runtime.extract",
+    "ImageExtractor": "agent.runtime.extract",
+    "ItemError": "agent.runtime.extract",
+    "TextExtractor": "agent.runtime.extract",
+    "Manifest": "agent.runtime.manifest",
+    "load_manifest": "agent.runtime.manifest",
+    "ArrayImage": "agent.runtime.preprocess",
+    "Preprocessor": "agent.runtime.preprocess",
+    "ModelRegistry": "agent.runtime.registry",
+    "ResolvedModel": "agent.runtime.registry",
+}
 
 __all__ = [
     "AgentConfig",
@@ -40,3 +62,26 @@ __all__ = [
     "load_manifest",
     "to_bytes",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig, load_config
+    from agent.errors import AgentError, ConfigError, InputError, ModelError
+    from agent.gallery.space import PCAProjection
+    from agent.runtime.embeddings import from_bytes, to_bytes
+    from agent.runtime.extract import ExtractResult, ImageExtractor, ItemError, TextExtractor
+    from agent.runtime.manifest import Manifest, load_manifest
+    from agent.runtime.preprocess import ArrayImage, Preprocessor
+    from agent.runtime.registry import ModelRegistry, ResolvedModel

@@ -19,27 +19,29 @@ import cv2
 import numpy as np
 
 from agent.atomic import atomic_write_bytes
-from agent.cache import content_hash
 from agent.config import AgentConfig
-from agent.enroll import Candidate, enroll
 from agent.errors import AgentError
 from agent.events import CommandResult
-from agent.gallery import Gallery, check_identity
-from agent.live_gallery import LiveGallery
+from agent.gallery.enroll import ImageFile, enroll
+from agent.gallery.gallery import Gallery
+from agent.gallery.live import LiveGallery
+from agent.gallery.store import check_identity
+from agent.metrics import Metrics, NullMetrics
+from agent.runtime.cache import content_hash
 
 log = logging.getLogger(__name__)
 NAMES = ("reload", "remove", "enroll")
 
 
-class CommandError(Exception):
-    pass
+class CommandError(AgentError):
+    """A command payload that cannot be carried out; answered with ok=false, never fatal."""
 
 
 class Commands:
-    def __init__(self, cfg: AgentConfig, live: LiveGallery):
+    def __init__(self, cfg: AgentConfig, live: LiveGallery, metrics: Metrics | None = None):
         self.cfg = cfg
         self.live = live
-        self.failed = 0
+        self.metrics = metrics or NullMetrics()
 
     def run(self, name: str, payload: bytes) -> CommandResult:
         request_id = None
@@ -50,8 +52,8 @@ class Commands:
                 raise CommandError(f"unknown command {name!r} (known: {', '.join(NAMES)})")
             message = getattr(self, f"_{name}")(args)
             ok = True
-        except (CommandError, AgentError) as exc:
-            self.failed += 1
+        except AgentError as exc:
+            self.metrics.error("commands")
             ok, message = False, str(exc)
             log.warning("command %s refused: %s", name, message)
         rid = str(request_id) if request_id is not None else None
@@ -94,7 +96,7 @@ class Commands:
         path = folder / f"{content_hash(data)[:16]}.jpg"
         atomic_write_bytes(path, data)
         with Gallery.open(self.live.path, writable=True) as gallery:
-            report = enroll(gallery, self.live.embedder, [Candidate(identity, path)])
+            report = enroll(gallery, self.live.embedder, [ImageFile(identity, path)])
         if report.failed:
             raise CommandError(report.problems[0].message)
         self.live.reload()

@@ -123,7 +123,7 @@ class GalleryConfig(Section):
 class CacheConfig(Section):
     """Persistent LRU embedding cache keyed by content hash and model fingerprint."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Keep embeddings of content already seen.")
     path: Path | None = Field(None, description="SQLite file (default: <state_dir>/cache.db).")
     max_entries: int = Field(200_000, ge=1, description="Entries kept before LRU eviction.")
     max_mb: float = Field(1024.0, gt=0, description="Embedding bytes kept before LRU eviction.")
@@ -261,23 +261,23 @@ class MqttConfig(Section):
     """Broker connection; no host = events go to stdout as JSON lines."""
 
     host: str | None = Field(None, description="Broker host (None: print events to stdout).")
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     client_id: str | None = Field(None, description="Default: agent-<device_id>.")
-    username: str | None = None
+    username: str | None = Field(None, description="Broker user; the password never lives here.")
     password_env: str | None = Field(
         "AGENT_MQTT_PASSWORD", description="Environment variable holding the password."
     )
     password_file: Path | None = Field(
         None, description="File holding the password (e.g. a systemd credential)."
     )
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: Path | None = Field(None, description="CA bundle for the broker (default: system).")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client certificate key (mutual TLS).")
     tls_insecure: bool = Field(False, description="Skip broker hostname verification.")
     topic_prefix: str | None = Field(None, description="Default: agent/<device_id>.")
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     commands: bool = Field(False, description="Accept commands on <prefix>/cmd/<name>.")
     max_inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged publishes.")
 
@@ -294,6 +294,8 @@ class OutboxConfig(Section):
 
 
 class MetricsConfig(Section):
+    """Periodic metrics on `<prefix>/metrics` and in the status file."""
+
     interval_s: float = Field(10.0, gt=0, description="Metrics publish and status file period.")
 
 
@@ -314,7 +316,9 @@ class AgentConfig(BaseSettings):
         default_factory=default_state_dir,
         description="Writable directory for models, galleries, cache and outbox.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Logging level of `agent run` (-v/-q change it per command)."
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)

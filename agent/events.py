@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA_VERSION = 1
 SourceHealth = Literal["starting", "ok", "reconnecting", "stalled", "ended", "failed"]
@@ -37,7 +39,9 @@ class BBox(BaseModel):
     h: int
 
 
-class Candidate(BaseModel):
+class RankedIdentity(BaseModel):
+    """One of the identities nearest to a crop, best first."""
+
     identity: str
     score: float
 
@@ -53,7 +57,7 @@ class MatchEvent(Payload):
     bbox: BBox
     identity: str | None = Field(description="Matched identity, null for unknown.")
     score: float = Field(description="Score of the top identity (cosine-based, -1..1).")
-    candidates: list[Candidate]
+    candidates: list[RankedIdentity]
     model: str = Field(description="Model label (name:variant).")
     gallery_version: int
     latency_ms: dict[str, float] = Field(
@@ -163,8 +167,12 @@ PAYLOADS: dict[str, type[BaseModel]] = {
 
 
 def encode_embedding(vector: np.ndarray) -> str:
+    import numpy as np
+
     return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode()
 
 
 def decode_embedding(text: str) -> np.ndarray:
+    import numpy as np
+
     return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32)

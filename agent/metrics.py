@@ -1,5 +1,9 @@
-"""Counters the running agent keeps, and process CPU/RSS. Stage latencies are
-`agent.stats.StageTimes` windows; percentiles are computed only when a MetricsEvent is made."""
+"""What the agent measures: stage latency windows, counters, errors by kind, process CPU/RSS.
+
+`Metrics` is the one object the running agent hands to its stages (pipeline, sources,
+publisher, commands); library users get `NullMetrics`, which records nothing, so no stage needs
+an `if metrics:` branch. Percentiles are computed only when a report is made.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,86 @@ import os
 import resource
 import threading
 import time
+from collections import Counter, deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from agent.events import Percentiles
-from agent.stats import StageTimes
+
+
+class StageTimes:
+    """Recent durations of one stage, bounded so a long run keeps constant memory."""
+
+    def __init__(self, maxlen: int = 4096):
+        self._samples: deque[float] = deque(maxlen=maxlen)
+        self.count = 0
+        self.total_s = 0.0
+
+    def add(self, seconds: float, n: int = 1) -> None:
+        """Record `seconds` spent on `n` items (stored per item)."""
+        self._samples.append(seconds / n)
+        self.count += n
+        self.total_s += seconds
+
+    def summary(self) -> dict[str, float]:
+        if not self._samples:
+            return {"count": 0, "p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "total_s": 0.0}
+        arr = np.fromiter(self._samples, dtype=np.float64) * 1e3
+        p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+        return {
+            "count": self.count,
+            "p50_ms": round(float(p50), 3),
+            "p95_ms": round(float(p95), 3),
+            "p99_ms": round(float(p99), 3),
+            "total_s": round(self.total_s, 4),
+        }
+
+
+class PipelineStats:
+    """Per-stage latencies and item counters, safe to update from worker threads."""
+
+    def __init__(self, stages: tuple[str, ...]):
+        self._lock = threading.Lock()
+        self.stages = {name: StageTimes() for name in stages}
+        self.items = 0
+        self.errors = 0
+        self.batches = 0
+        self.wall_s = 0.0
+
+    def record(self, stage: str, seconds: float, n: int = 1) -> None:
+        with self._lock:
+            self.stages[stage].add(seconds, n)
+
+    def count(self, items: int = 0, errors: int = 0, batches: int = 0, wall_s: float = 0.0):
+        with self._lock:
+            self.items += items
+            self.errors += errors
+            self.batches += batches
+            self.wall_s += wall_s
+
+    def summary(self) -> dict:
+        with self._lock:
+            return {
+                "items": self.items,
+                "errors": self.errors,
+                "batches": self.batches,
+                "items_per_s": round(self.items / self.wall_s, 2) if self.wall_s else 0.0,
+                "stages": {name: times.summary() for name, times in self.stages.items()},
+            }
+
+
+class Stopwatch:
+    """`with Stopwatch() as sw: ...; sw.seconds`"""
+
+    def __enter__(self) -> Stopwatch:
+        self._t0 = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._t0
+
 
 STAGES = ("decode", "detect", "embed", "search", "publish", "e2e")
 
@@ -76,3 +156,52 @@ class ProcessMeter:
             return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
         except OSError:  # not Linux: peak instead of current
             return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class Metrics:
+    """Stage latencies, named counters and errors by kind of one running agent (thread-safe)."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES):
+        self._lock = threading.Lock()
+        self.latency = {name: StageTimes() for name in stages}
+        self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+
+    def observe(self, stage: str, seconds: float, n: int = 1) -> None:
+        with self._lock:
+            self.latency[stage].add(seconds, n)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def error(self, kind: str, n: int = 1) -> None:
+        """A failure of some kind (a crop that did not embed, a refused command, ...)."""
+        with self._lock:
+            self._errors[kind] += n
+
+    def counter(self, name: str) -> int:
+        return self._counts[name]
+
+    @property
+    def errors(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._errors)
+
+    def percentiles(self) -> dict[str, Percentiles]:
+        with self._lock:
+            windows = dict(self.latency)
+        return {k: p for k, t in windows.items() if (p := percentiles(t)) is not None}
+
+
+class NullMetrics(Metrics):
+    """Records nothing: the default for library use."""
+
+    def observe(self, stage: str, seconds: float, n: int = 1) -> None:
+        pass
+
+    def count(self, name: str, n: int = 1) -> None:
+        pass
+
+    def error(self, kind: str, n: int = 1) -> None:
+        pass

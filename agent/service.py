@@ -21,10 +21,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from agent import __version__
 from agent.atomic import atomic_write_bytes
-from agent.build_watch import EngineBuildWatch
 from agent.commands import Commands
 from agent.config import AgentConfig
-from agent.detect import ChangeGate, make_detector
 from agent.errors import ConfigError
 from agent.events import (
     CommandResult,
@@ -33,32 +31,18 @@ from agent.events import (
     SourceMetrics,
     StatusEvent,
 )
-from agent.live_gallery import LiveGallery
-from agent.metrics import ProcessMeter, RateMeter, percentiles
-from agent.pipeline import Pipeline
-from agent.publish import MqttPublisher, make_publisher
-from agent.sdnotify import SystemdNotifier
-from agent.session import EngineBuild, engine_builds
-from agent.sources import Frame, Prepare, make_source
+from agent.gallery.live import LiveGallery
+from agent.metrics import Metrics, ProcessMeter, RateMeter
+from agent.ops.build_watch import EngineBuildWatch
+from agent.ops.sdnotify import SystemdNotifier
+from agent.publish import make_publisher
+from agent.runtime.session import EngineBuild, engine_builds
+from agent.stream.detect import make_prepare
+from agent.stream.pipeline import Pipeline
+from agent.stream.sources import make_source
 
 log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 300
-
-
-def make_prepare(cfg: AgentConfig) -> Prepare:
-    """The per-source step run in the source thread: change gate, then the detector."""
-    detector = make_detector(cfg.detect)
-    gate = ChangeGate(cfg.detect.change_threshold)
-
-    def prepare(frame: Frame) -> None:
-        if not gate.changed(frame.pixels):
-            frame.reused = True
-            return
-        t0 = time.perf_counter()
-        frame.crops = detector.crops(frame.pixels)
-        frame.detect_ms = (time.perf_counter() - t0) * 1000
-
-    return prepare
 
 
 def _build_status(builds: list[EngineBuild]) -> list[EngineBuildStatus]:
@@ -78,11 +62,15 @@ class Agent:
         self.live = LiveGallery(cfg, cfg.gallery_path)
         self.live.embedder.load()  # now (maybe building a TensorRT engine), not on the first frame
         self.ready = threading.Event()
+        self.counters = Metrics()
         self.sources = [make_source(s, make_prepare(cfg), self.ready) for s in cfg.sources]
-        self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready)
-        self.commands = Commands(cfg, self.live)
+        self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready,
+                                 self.counters)  # fmt: skip
+        self.commands = Commands(cfg, self.live, self.counters)
         self._command_queue: queue.Queue[tuple[str, bytes, Future]] = queue.Queue()
-        self.publisher = make_publisher(cfg, self.status("online"), self._queue_command)
+        self.publisher = make_publisher(
+            cfg, self.status("online"), self._queue_command, self.counters
+        )
         self.match_topic = f"{cfg.topic_prefix}/match"
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -112,7 +100,7 @@ class Agent:
         )
 
     def metrics(self) -> MetricsEvent:
-        stats, cache = self.pipeline.stats, self.live.embedder.cache
+        counters, cache = self.counters, self.live.embedder.cache
         sources = {}
         for s in self.sources:
             c = s.counters
@@ -128,10 +116,7 @@ class Agent:
                 fps_in=rate_in.rate(c.frames_in),
                 fps_processed=rate_done.rate(c.frames_processed + c.frames_reused),
             )
-        latency = {k: p for k, t in stats.latency.items() if (p := percentiles(t)) is not None}
-        errors = {**stats.errors, **self.publisher.errors}
-        if self.commands.failed:
-            errors["commands"] = self.commands.failed
+        errors = counters.errors
         corrupt = sum(s.counters.frames_corrupt for s in self.sources)
         if corrupt:
             errors["corrupt_frames"] = corrupt
@@ -142,10 +127,10 @@ class Agent:
             provider=self.live.embedder.provider,
             model=self.live.gallery.model.label,
             sources=sources,
-            latency_ms=latency,
-            inference_calls=stats.inference_calls,
-            crops_embedded=stats.crops_embedded,
-            events_produced=stats.events_produced,
+            latency_ms=counters.percentiles(),
+            inference_calls=counters.counter("inference_calls"),
+            crops_embedded=counters.counter("crops_embedded"),
+            events_produced=counters.counter("events_produced"),
             events_suppressed=self.pipeline.suppressed,
             cache_hit_rate=round(cache.stats.hit_rate, 4) if cache is not None else None,
             gallery_size=self.live.size,
@@ -284,8 +269,7 @@ class Agent:
         publisher = self.publisher
         if not len(publisher.outbox):
             return
-        if isinstance(publisher, MqttPublisher) and not publisher.connected:
-            publisher.wait_connected(max(0.0, deadline - time.monotonic()))
+        publisher.wait_connected(max(0.0, deadline - time.monotonic()))
         if not publisher.drain(max(0.0, deadline - time.monotonic())):
             log.warning("%d event(s) stay in the outbox for the next start", len(publisher.outbox))
 

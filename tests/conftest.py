@@ -129,7 +129,7 @@ file = "{file}"
 @pytest.fixture
 def tiny_model(tmp_path, monkeypatch):
     """A tiny image model + manifest in a models dir on AGENT_MODELS_DIR; returns that dir."""
-    from agent.registry import sha256_file
+    from agent.runtime.registry import sha256_file
 
     models = tmp_path / "tiny_models"
     models.mkdir()

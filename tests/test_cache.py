@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from agent.cache import EmbeddingCache, cache_key, content_hash
+from agent.runtime.cache import EmbeddingCache, cache_key, content_hash
 
 
 def vec(seed: int, dim: int = 8) -> np.ndarray:

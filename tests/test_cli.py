@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from agent.embeddings import from_bytes
+from agent.runtime.embeddings import from_bytes
 
 from .conftest import photo_like, write_image
 

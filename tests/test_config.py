@@ -98,3 +98,31 @@ def test_cli_bad_config_key_one_line_nonzero(tmp_path):
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "models.bogus" in lines[0] and lines[0].startswith("error:")
     assert "Traceback" not in out.stderr
+
+
+def test_every_config_field_has_a_description():
+    """The schema (`agent config schema`) documents every key, as the README promises."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from agent.config import AgentConfig
+
+    missing = []
+
+    def sections(annotation) -> list[type[BaseModel]]:
+        found = [a for arg in typing.get_args(annotation) for a in sections(arg)]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.append(annotation)
+        return found
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            subs = sections(field.annotation)
+            if not (field.description or (subs and all(s.__doc__ for s in subs))):
+                missing.append(prefix + name)
+            for sub in subs:
+                walk(sub, f"{prefix}{name}.")
+
+    walk(AgentConfig, "")
+    assert not missing, missing

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.deploy import credential_dropin, deploy_file, hidden_from_service, render_unit
+from agent.ops.deploy import credential_dropin, deploy_file, hidden_from_service, render_unit
 from tests.test_cli import one_error_line, run
 
 AGENT_EXE = Path(sys.executable).parent / "agent"
@@ -152,7 +152,7 @@ def test_dry_run_changes_nothing(tmp_path):
 
 def test_mqtt_password_from_a_systemd_credential(tmp_path, monkeypatch):
     from agent.config import AgentConfig
-    from agent.publish import read_password
+    from agent.publish.mqtt import read_password
 
     creds = tmp_path / "creds"
     creds.mkdir()

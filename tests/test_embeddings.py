@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from agent.embeddings import PCAProjection, from_bytes, to_bytes
 from agent.errors import InputError
+from agent.gallery.space import PCAProjection
+from agent.runtime.embeddings import from_bytes, to_bytes
 
 
 def unit_rows(n, d, seed=0):
@@ -28,7 +29,7 @@ def test_binary_rejects_bad_blobs():
         from_bytes(b"AE")
 
 
-def test_pca_projection_roundtrip_and_whitening(tmp_path):
+def test_pca_projection_roundtrip_and_whitening():
     rng = np.random.default_rng(1)
     basis = rng.standard_normal((4, 32))
     x = rng.standard_normal((200, 4)) @ basis + 0.01 * rng.standard_normal((200, 32))
@@ -36,8 +37,7 @@ def test_pca_projection_roundtrip_and_whitening(tmp_path):
     y = pca.transform(x)
     assert y.shape == (200, 4)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
-    pca.save(tmp_path / "pca.npz")
-    again = PCAProjection.load(tmp_path / "pca.npz")
+    again = PCAProjection.from_stored(pca.stored())  # what the gallery stores and reads back
     np.testing.assert_allclose(again.transform(x), y, atol=1e-6)
     # Neighbours are preserved through a projection that keeps the signal subspace.
     raw = x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from agent.gallery import Gallery
+from agent.gallery.gallery import Gallery
 
 from .conftest import photo_like, write_image
 from .test_cli import one_error_line, run
@@ -99,7 +99,7 @@ def test_layout_errors_are_one_line(tmp_path, tiny_model):
 
 
 def test_other_model_is_refused_and_reindex_switches(tmp_path, tiny_model):
-    from agent.registry import sha256_file
+    from agent.runtime.registry import sha256_file
 
     from .conftest import build_tiny_image_model, tiny_manifest_text
 

@@ -3,8 +3,8 @@ import pytest
 
 from agent.config import ModelsConfig, load_config
 from agent.errors import InputError, ModelError
-from agent.extract import ImageExtractor, normalise_checked
-from agent.registry import ModelRegistry, ResolvedModel, sha256_file
+from agent.runtime.extract import ImageExtractor, normalise_checked
+from agent.runtime.registry import ModelRegistry, ResolvedModel, sha256_file
 
 from .conftest import build_tiny_image_model, photo_like, tiny_manifest_text, write_image
 
@@ -116,7 +116,7 @@ def test_sha_mismatch_and_missing_file_are_clear(tiny_model):
 
 def test_output_dim_disagreeing_with_manifest_is_refused(tmp_path):
     path = build_tiny_image_model(tmp_path / "t.onnx", dim=8)
-    from agent.manifest import Manifest
+    from agent.runtime.manifest import Manifest
 
     manifest = Manifest.model_validate(
         {

@@ -9,15 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from agent.gallery import (
-    INDEX_FILE,
-    Gallery,
-    GalleryError,
-    GalleryModel,
-    GallerySettings,
-    NewVector,
-    import_gallery,
-)
+from agent.gallery.gallery import Gallery
+from agent.gallery.store import INDEX_FILE, GalleryError, GalleryModel, GallerySettings, NewVector
+from agent.gallery.transfer import import_gallery
 
 DIM = 16
 MODEL = GalleryModel("tiny", "fp32", "fp-aaaa", "sha-aaaa", DIM)
@@ -116,7 +110,8 @@ def test_crash_between_metadata_and_index_is_repaired(tmp_path):
     make(tmp_path / "g")
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from agent.gallery import Gallery, NewVector
+        from agent.gallery.gallery import Gallery
+        from agent.gallery.store import NewVector
         g = Gallery.open({str(tmp_path / "g")!r}, writable=True)
         v = np.ones({DIM}, np.float32) / {DIM} ** 0.5
         g.apply(add=[NewVector("late", "/img/late.jpg", "h-late", v)])
@@ -160,7 +155,7 @@ def test_remove_identity_updates_index_and_centroids(tmp_path):
         with pytest.raises(GalleryError, match="not in gallery"):
             g.remove_identity("id3")
     with Gallery.open(tmp_path / "g") as g:
-        assert g.count == 25 and "id3" not in g.centroid_ids
+        assert g.count == 25 and "id3" not in g.space.centroid_ids
         r = g.search(unit(centres[3])[None], k=5)[0]
         assert all(m.identity != "id3" for m in r.identities)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from agent.config import MatchPolicyConfig
-from agent.gallery import IdentityMatch, SearchResult
-from agent.match import SourcePolicy
-from agent.outbox import Outbox
+from agent.gallery.scoring import IdentityMatch, SearchResult
+from agent.publish.outbox import Outbox
+from agent.stream.match import SourcePolicy
 
 
 def test_outbox_survives_reopen_in_order_and_acks_remove(tmp_path):

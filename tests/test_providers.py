@@ -12,10 +12,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agent.build_watch import EngineBuildWatch
 from agent.config import ModelsConfig
-from agent.sdnotify import SystemdNotifier
-from agent.session import (
+from agent.ops.build_watch import EngineBuildWatch
+from agent.ops.sdnotify import SystemdNotifier
+from agent.runtime.session import (
     BoundRunner,
     GraphInput,
     _decode_trt_version,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from agent.config import load_config
-from agent.extract import ImageExtractor
-from agent.registry import ModelRegistry
+from agent.runtime.extract import ImageExtractor
+from agent.runtime.registry import ModelRegistry
 
 from .conftest import shared_file
 from .test_real_models import recall_at_1

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from agent.config import load_config
-from agent.extract import ImageExtractor, TextExtractor
+from agent.runtime.extract import ImageExtractor, TextExtractor
 
 from .conftest import shared_file
 

@@ -7,9 +7,9 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ModelError
-from agent.manifest import load_manifest
-from agent.model_import import import_model
-from agent.registry import ModelRegistry, bundled_models_dir, sha256_file
+from agent.runtime.manifest import load_manifest
+from agent.runtime.model_import import import_model
+from agent.runtime.registry import ModelRegistry, bundled_models_dir, sha256_file
 
 from .conftest import build_tiny_image_model, tiny_manifest_text
 

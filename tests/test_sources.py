@@ -10,17 +10,18 @@ import time
 import cv2
 import numpy as np
 
-from agent.config import DetectConfig, SourceConfig
-from agent.detect import ChangeGate, HaarFaces, HogPeople, make_detector
-from agent.sources import Frame, make_source, resolve_kind
+from agent.config import AgentConfig, DetectConfig, SourceConfig
+from agent.stream.detect import ChangeGate, HaarFaces, HogPeople, make_detector
+from agent.stream.frame import Frame
+from agent.stream.sources import make_source, resolve_kind
 from tests.agent_support import EXAMPLES
 from tests.conftest import shared_file, write_image
 
 CLIP = EXAMPLES / "camera.mp4"  # 200 frames at 10 fps
 
 
-def whole(frame: Frame) -> None:
-    frame.crops = []
+def whole(frame: Frame) -> Frame:
+    return frame
 
 
 def drain(source, until_done: float = 30.0, slow: float = 0.0) -> list[Frame]:
@@ -145,7 +146,7 @@ def test_hog_finds_people_in_a_real_street_video():
     for crop in crops:
         assert crop.pixels.shape[0] > crop.pixels.shape[1]  # people are upright boxes
         assert crop.bbox.h >= 32
-    assert make_detector(DetectConfig()).crops(frame)[0].bbox.w == frame.shape[1]
+    assert make_detector(AgentConfig()).crops(frame)[0].bbox.w == frame.shape[1]
 
 
 def test_haar_face_cascade_loads_and_finds_no_face_in_a_flat_image():
@@ -179,9 +180,11 @@ def test_onnx_detector_decodes_yolo_v5_boxes_back_to_frame_pixels(tmp_path):
     cfg = DetectConfig(mode="onnx", onnx_model=tmp_path / "det.onnx", onnx_input_size=64,
                        onnx_layout="v5", score_threshold=0.5, padding=0.0, min_size=1)  # fmt: skip
     frame = np.zeros((64, 128, 3), np.uint8)
-    boxes = make_detector(cfg).boxes(frame)
+    boxes = make_detector(AgentConfig(detect=cfg)).boxes(frame)
     assert len(boxes) == 2
     first = max(boxes, key=lambda b: b[4])
     assert np.allclose(first[:4], [24, 20, 16, 24]) and abs(first[4] - 0.81) < 1e-5
-    only_class_1 = make_detector(cfg.model_copy(update={"onnx_classes": [1]})).boxes(frame)
+    only_class_1 = make_detector(
+        AgentConfig(detect=cfg.model_copy(update={"onnx_classes": [1]}))
+    ).boxes(frame)
     assert len(only_class_1) == 1 and np.allclose(only_class_1[0][:4], [86, 30, 20, 20])

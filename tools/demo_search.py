@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent import ArrayImage, ImageExtractor, load_config
-from agent.gallery import Gallery
+from agent.gallery.gallery import Gallery
 
 
 def main() -> None:

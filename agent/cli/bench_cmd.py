@@ -5,14 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
-from agent.cli.inputs import collect_images
 from agent.errors import InputError
-from agent.extract import ImageExtractor
 
 app = typer.Typer(help="Benchmarks (results belong in BENCHMARKS.md).", no_args_is_help=True)
 
@@ -29,6 +25,12 @@ def bench_extract(
 ) -> None:
     """Images/s from files (decode + preprocess + inference) against the bare session on
     already-preprocessed tensors, alternating in rounds, same model and variant."""
+    import numpy as np
+    from rich.table import Table
+
+    from agent.cli.inputs import collect_images
+    from agent.runtime.extract import ImageExtractor
+
     images = collect_images(paths)
     cfg = state(ctx).config
     cfg = cfg.model_copy(update={"models": cfg.models.model_copy(update={"max_batch": batch})})

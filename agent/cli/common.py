@@ -7,12 +7,13 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
-from agent.config import AgentConfig, load_config
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -27,11 +28,15 @@ class State:
     @property
     def config(self) -> AgentConfig:
         if self._config is None:
+            from agent.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
 
 def setup_logging(verbosity: int) -> None:
+    from rich.logging import RichHandler
+
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     if verbosity < -1:
         level = logging.ERROR

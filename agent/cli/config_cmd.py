@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from agent.cli.common import print_json, state
-from agent.config import AgentConfig
 
 app = typer.Typer(help="Show the effective configuration or its JSON schema.", no_args_is_help=True)
 
@@ -19,4 +18,6 @@ def show(ctx: typer.Context) -> None:
 @app.command("schema")
 def schema() -> None:
     """Print the JSON schema of agent.toml."""
+    from agent.config import AgentConfig
+
     print_json(AgentConfig.model_json_schema())

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
-from agent.config import load_config
 from agent.errors import ConfigError
 
 
 def doctor_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Check config, model and providers, gallery, sources and broker; exit 1 if any fails."""
-    from agent.doctor import Check, run_checks
+    from rich.table import Table
+
+    from agent.config import load_config
+    from agent.ops.doctor import Check, run_checks
 
     st = state(ctx)
     try:

@@ -5,17 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 import typer
-from rich.table import Table
 
-from agent.atomic import atomic_write_bytes
 from agent.cli.common import JsonOption, console, print_json, state
-from agent.cli.inputs import collect_images
-from agent.cli.progress import image_progress
-from agent.embeddings import to_bytes
 from agent.errors import InputError
-from agent.extract import ImageExtractor
 
 
 def embed(
@@ -31,6 +24,15 @@ def embed(
     as_json: bool = JsonOption,
 ) -> None:
     """Extract embeddings of images; corrupt files are reported and skipped."""
+    import numpy as np
+    from rich.table import Table
+
+    from agent.atomic import atomic_write_bytes
+    from agent.cli.inputs import collect_images
+    from agent.cli.progress import image_progress
+    from agent.runtime.embeddings import to_bytes
+    from agent.runtime.extract import ImageExtractor
+
     if out is not None and out.suffix not in (".npz", ".emb"):
         raise InputError(f"--out must end in .npz or .emb, not {out.suffix or out.name!r}")
     if dtype not in ("float32", "float16"):

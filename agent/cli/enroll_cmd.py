@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
-from agent.cli.galleries import GalleryOption, ModelOption, VariantOption, embedder_for
+from agent.cli.galleries import GalleryOption, ModelOption, VariantOption
 from agent.cli.galleries import gallery_path as resolve_gallery_path
-from agent.cli.progress import image_progress
-from agent.enroll import EnrollReport, enroll, scan
 from agent.errors import InputError
-from agent.gallery import Gallery, GalleryError, GalleryModel, GallerySettings
+
+if TYPE_CHECKING:
+    from agent.gallery.enroll import EnrollReport
 
 
 def enroll_command(
@@ -44,6 +44,12 @@ def enroll_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Enroll images; re-runs add only new or changed files (by content hash)."""
+    from agent.cli.progress import image_progress
+    from agent.gallery.enroll import EnrollReport, enroll, scan
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.models import embedder_for, gallery_model
+    from agent.gallery.store import GalleryError, GallerySettings
+
     if id_from not in ("folder", "filename"):
         raise InputError(f"--id-from must be folder or filename, not {id_from!r}")
     cfg = state(ctx).config
@@ -62,7 +68,7 @@ def enroll_command(
         embedder = stack.enter_context(embedder_for(cfg, existing, model, variant))
         target = existing
         if target is None and not dry_run:
-            target = Gallery.create(path, GalleryModel.of(embedder.model), settings)
+            target = Gallery.create(path, gallery_model(embedder.model), settings)
             stack.enter_context(target)
         if target is None:  # dry run against a gallery that does not exist yet
             report = EnrollReport(str(path), embedder.model.label, True)
@@ -86,6 +92,8 @@ def enroll_command(
 
 
 def _show(report: EnrollReport, as_json: bool) -> None:
+    from rich.table import Table
+
     if as_json:
         print_json(report.as_dict())
         return

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
-from agent.cli.galleries import ModelOption, VariantOption, embedder_for
-from agent.cli.progress import image_progress
-from agent.enroll import Problem, enroll, read_image_file, scan
+from agent.cli.galleries import ModelOption, VariantOption
 from agent.errors import InputError
-from agent.evaluation import retrieval_metrics
-from agent.gallery import Gallery, GalleryModel, GallerySettings
-
-log = logging.getLogger(__name__)
 
 
 def eval_command(
@@ -34,9 +23,17 @@ def eval_command(
     plain: bool = typer.Option(
         False, "--plain", help="Raw cosine, no quality features (the reference baseline)."
     ),
+    per_query: bool = typer.Option(
+        False, "--per-query", help="Also each query's top identity and score (JSON output)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """recall@K, precision@K, mAP, score distributions and a suggested threshold."""
+    from rich.table import Table
+
+    from agent.cli.progress import progress_factory
+    from agent.gallery.evaluation import evaluate
+
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
     except ValueError:
@@ -44,73 +41,8 @@ def eval_command(
     if not ks or ks[0] < 1:
         raise InputError("-k values must be >= 1")
     cfg = state(ctx).config
-    query_items, problems = scan(queries)
-    for p in problems:
-        log.warning("queries: %s: %s", p.path, p.message)
-    with ExitStack() as stack:
-        if Gallery.exists(gallery):
-            g = stack.enter_context(Gallery.open(gallery))
-            embedder = stack.enter_context(embedder_for(cfg, g, model, variant))
-            if plain and g.settings.flip:
-                log.warning(
-                    "gallery %s was enrolled with flip averaging; for the plain baseline "
-                    "enroll it with --plain",
-                    gallery,
-                )
-            on_the_fly = False
-        elif gallery.is_dir():
-            embedder = stack.enter_context(embedder_for(cfg, None, model, variant))
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-eval-")))
-            settings = GallerySettings.from_config(cfg.gallery, plain=plain)
-            g = stack.enter_context(
-                Gallery.create(tmp / "gallery", GalleryModel.of(embedder.model), settings)
-            )
-            candidates, _ = scan(gallery)
-            with image_progress() as bar:
-                task = bar.add_task("enrolling gallery", total=len(candidates))
-                enroll(g, embedder, candidates, progress=lambda n: bar.advance(task, n))
-            on_the_fly = True
-        else:
-            raise InputError(f"{gallery}: neither a gallery nor a folder of images")
-        items, read_ok = [], []
-        for cand in query_items:
-            image = read_image_file(cand.path)
-            if isinstance(image, Problem):
-                log.warning("query skipped: %s", image.message)
-                continue
-            items.append(image)
-            read_ok.append(cand)
-        query_items = read_ok
-        if not items:
-            raise InputError("no query image could be read")
-        flip = g.settings.flip and cfg.gallery.flip_queries and not plain
-        with image_progress() as bar:
-            task = bar.add_task("embedding queries", total=len(items))
-            embedded = embedder.embed(items, flip=flip, progress=lambda n: bar.advance(task, n))
-        for err in embedded.errors:
-            log.warning("query skipped: %s", err.message)
-        ok = np.flatnonzero(embedded.ok)
-        if len(ok) == 0:
-            raise InputError("no query image could be embedded")
-        scores, gallery_ids = g.score_matrix(embedded.vectors[ok], plain=plain)
-        metrics = retrieval_metrics(scores, gallery_ids, [query_items[i].identity for i in ok], ks)
-        metrics.update(
-            {
-                "model": g.model.label,
-                "gallery": str(gallery),
-                "gallery_enrolled_on_the_fly": on_the_fly,
-                "gallery_images": g.count,
-                "plain": plain,
-                "features": {
-                    "flip_gallery": g.settings.flip,
-                    "flip_queries": flip,
-                    "whitened_dim": g.projection.out_dim if (g.projection and not plain) else 0,
-                    "identity_weight": 0.0 if plain else g.settings.identity_weight,
-                },
-                "failed_queries": len(embedded.errors),
-                "inferences": embedder.inferences,
-            }
-        )
+    with progress_factory() as progress:
+        metrics = evaluate(cfg, gallery, queries, ks, model, variant, plain, per_query, progress)
     if as_json:
         print_json(metrics)
         return

@@ -6,16 +6,19 @@ import typer
 
 from agent.cli.common import print_json
 from agent.errors import InputError
-from agent.events import PAYLOADS, SCHEMA_VERSION
 
 app = typer.Typer(help="Event payloads.", no_args_is_help=True)
 
 
 @app.command("schema")
 def schema(
-    name: str = typer.Argument("all", help=f"One of {', '.join(PAYLOADS)}, or all."),
+    name: str = typer.Argument(
+        "all", help="One of match, status, metrics, command-result, or all."
+    ),
 ) -> None:
     """Print the JSON schema of a payload (or of all of them)."""
+    from agent.events import PAYLOADS, SCHEMA_VERSION
+
     if name == "all":
         schemas = {k: m.model_json_schema() for k, m in PAYLOADS.items()}
         print_json({"schema_version": SCHEMA_VERSION, "payloads": schemas})

@@ -1,13 +1,14 @@
-"""Opening a gallery and the embedder that matches it, for the CLI commands."""
+"""Gallery and model options shared by the CLI commands."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from agent.config import AgentConfig
-from agent.embedder import embedder_for  # noqa: F401  (the CLI commands import it from here)
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 GalleryOption = typer.Option(
     None, "--gallery", "-g", help="Gallery directory (default: [gallery] path in the config)."

@@ -5,18 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
 from agent.cli.galleries import GalleryOption, ModelOption, VariantOption
 from agent.cli.galleries import gallery_path as resolve_gallery_path
-from agent.cli.progress import image_progress
-from agent.embedder import CachedEmbedder
 from agent.errors import InputError
-from agent.gallery import Gallery, GalleryModel, import_gallery
-from agent.preprocess import EncodedImage
 
 app = typer.Typer(help="Inspect and maintain the gallery.", no_args_is_help=True)
 
@@ -30,8 +24,15 @@ def list_identities(
     ctx: typer.Context, gallery: Path | None = GalleryOption, as_json: bool = JsonOption
 ) -> None:
     """Identities with their image counts."""
-    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery)) as g:
-        rows = g.identities()
+    from rich.table import Table
+
+    from agent.gallery.store import GalleryStore
+
+    store = GalleryStore.open(resolve_gallery_path(state(ctx).config, gallery))
+    try:  # metadata only: the index is not opened
+        rows = store.identities()
+    finally:
+        store.close()
     if as_json:
         print_json([{"identity": n, "images": c, "last_enrolled": t} for n, c, t in rows])
         return
@@ -48,6 +49,10 @@ def stats(
     ctx: typer.Context, gallery: Path | None = GalleryOption, as_json: bool = JsonOption
 ) -> None:
     """Model, size, version and settings of the gallery."""
+    from rich.table import Table
+
+    from agent.gallery.gallery import Gallery
+
     with Gallery.open(resolve_gallery_path(state(ctx).config, gallery)) as g:
         info = g.stats()
     if as_json:
@@ -68,6 +73,8 @@ def remove(
     gallery: Path | None = GalleryOption,
 ) -> None:
     """Remove an identity and all its vectors."""
+    from agent.gallery.gallery import Gallery
+
     with Gallery.open(resolve_gallery_path(state(ctx).config, gallery), writable=True) as g:
         removed = g.remove_identity(identity)
         g.flush()
@@ -78,6 +85,8 @@ def remove(
 @app.command("repair")
 def repair(ctx: typer.Context, gallery: Path | None = GalleryOption) -> None:
     """Check the index against the metadata and rebuild it if they disagree."""
+    from agent.gallery.gallery import Gallery
+
     with Gallery.open(resolve_gallery_path(state(ctx).config, gallery), writable=True) as g:
         problem, count = g.repaired, g.count
     if problem:
@@ -93,6 +102,8 @@ def export(
     gallery: Path | None = GalleryOption,
 ) -> None:
     """Write the whole gallery (vectors + metadata) to one portable file."""
+    from agent.gallery.gallery import Gallery
+
     if target.is_dir():
         raise InputError(f"{target} is a directory; give a file name")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +120,8 @@ def import_(
     gallery: Path | None = GalleryOption,
 ) -> None:
     """Add an exported gallery to this one (created when absent; the model must match)."""
+    from agent.gallery.transfer import import_gallery
+
     path = resolve_gallery_path(state(ctx).config, gallery)
     g, added, skipped = import_gallery(source, path)
     with g:
@@ -127,6 +140,14 @@ def reindex(
     ),
 ) -> None:
     """Re-embed every vector from its source file (e.g. with a new model), atomically."""
+    import numpy as np
+
+    from agent.cli.progress import image_progress
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.models import gallery_model
+    from agent.runtime.embedder import CachedEmbedder
+    from agent.runtime.preprocess import EncodedImage
+
     cfg = state(ctx).config
     path = resolve_gallery_path(cfg, gallery)
     with Gallery.open(path, writable=True) as g:
@@ -159,7 +180,7 @@ def reindex(
                 )
             vectors = {keys[i]: embedded.vectors[i] for i in np.flatnonzero(embedded.ok)}
             g.replace_model(
-                GalleryModel.of(embedder.model), vectors, [e.key for e in missing] + failed
+                gallery_model(embedder.model), vectors, [e.key for e in missing] + failed
             )
             inferences = embedder.inferences
         console.print(

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
 from agent.errors import InputError
-from agent.preprocess import list_images
-from agent.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from agent.runtime.registry import ModelRegistry
 
 app = typer.Typer(help="Model manifests and weight files.", no_args_is_help=True)
 
 
 def _registry(ctx: typer.Context) -> ModelRegistry:
+    from agent.runtime.registry import ModelRegistry
+
     return ModelRegistry.from_config(state(ctx).config)
 
 
 @app.command("list")
 def list_models(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Known models, their variants, and whether each file is present and verified."""
+    from rich.table import Table
+
     reg = _registry(ctx)
     rows = []
     for name, manifest in sorted(reg.manifests().items()):
@@ -65,6 +70,8 @@ def list_models(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 @app.command("info")
 def info(ctx: typer.Context, name: str, as_json: bool = JsonOption) -> None:
     """A model's manifest and the state of each variant."""
+    from rich.table import Table
+
     reg = _registry(ctx)
     manifest = reg.get(name)
     data = manifest.model_dump(mode="json")
@@ -92,7 +99,7 @@ def import_cmd(
     precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (for a new variant)."),
 ) -> None:
     """Copy a user's ONNX file into the models directory, verified against its manifest."""
-    from agent.model_import import import_model
+    from agent.runtime.model_import import import_model
 
     manifest, variant_name, path = import_model(
         _registry(ctx), file, as_name, variant, like, precision
@@ -126,7 +133,9 @@ def quantize(
     as_json: bool = JsonOption,
 ) -> None:
     """Static int8 QDQ quantisation calibrated on your images; reports fp32-vs-int8 cosine."""
-    from agent.quantize import REFUSE_BELOW, quantize_static_int8
+    from agent.runtime.preprocess import list_images
+    from agent.runtime.quantize import REFUSE_BELOW, quantize_static_int8
+    from agent.runtime.registry import ModelRegistry
 
     cfg = state(ctx).config
     if method not in ("percentile", "minmax"):
@@ -169,74 +178,42 @@ def bench(
     as_json: bool = JsonOption,
 ) -> None:
     """Images/s and latency of bare inference per variant and batch size, in one run."""
-    from agent.bench import bench_variants, placement_of
-    from agent.extract import ImageExtractor
+    from rich.table import Table
+
+    from agent.runtime.bench import bench_model
 
     cfg = state(ctx).config
-    reg = ModelRegistry.from_config(cfg)
     name = name or cfg.models.default
-    manifest = reg.get(name)
-    if variant:
-        variants = [v.strip() for v in variant.split(",") if v.strip()]
-    else:
-        variants = [s.name for s in reg.status(manifest) if s.path is not None]
-    if not variants:
-        raise InputError(f"no files present for any variant of {name}")
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
     except ValueError:
         raise InputError(f"--batch must be comma-separated integers, not {batch!r}") from None
-    models_cfg = cfg.models.model_copy(update={"max_batch": max(batches)})
-    extractors = {
-        v: ImageExtractor(
-            reg.resolve(name, v, cfg.models.verify_sha256), models_cfg, cfg.trt_cache_path
-        )
-        for v in variants
-    }
-    try:
-        with console.status(f"benchmarking {name} {','.join(variants)} at batch {batch}"):
-            rows = bench_variants(extractors, batches, seconds)
-            placement = {v: placement_of(ex, cfg.trt_cache_path)
-                         for v, ex in extractors.items()}  # fmt: skip
-    finally:
-        for ex in extractors.values():
-            ex.close()
-    wanted = cfg.models.providers[0] if cfg.models.providers else "cpu"
-    fallbacks = {v: n for v, n in placement.items() if set(n) != {wanted}}
-    ratios = {}
-    if "fp32" in variants:
-        for r in rows:
-            if r.variant != "fp32":
-                base = next(x for x in rows if x.variant == "fp32" and x.batch == r.batch)
-                ratio = r.images_per_s / base.images_per_s
-                ratios[f"{r.variant}/fp32@b{r.batch}"] = round(ratio, 3)
+    if not batches or min(batches) < 1:
+        raise InputError("--batch values must be >= 1")
+    variants = [v.strip() for v in variant.split(",") if v.strip()]
+    with console.status(f"benchmarking {name} at batch {batch}"):
+        result = bench_model(cfg, name, variants, batches, seconds)
     if as_json:
-        print_json(
-            {
-                "rows": [r.as_dict() for r in rows],
-                "ratios": ratios,
-                "requested_provider": wanted,
-                "nodes_by_provider": placement,
-            }
-        )
+        print_json(result.as_dict())
         return
     table = Table(title=f"{name} inference (bare session, random input)")
     for col in ("variant", "provider", "nodes run by", "batch", "images/s", "p50 ms", "p95 ms"):
         table.add_column(col, justify="right")
-    for r in rows:
+    for r in result.rows:
         table.add_row(
             r.variant,
             r.provider,
-            ", ".join(f"{p} {n}" for p, n in placement[r.variant].items()),
+            ", ".join(f"{p} {n}" for p, n in result.nodes_by_provider[r.variant].items()),
             str(r.batch),
             f"{r.images_per_s:.1f}",
             f"{r.latency_p50_ms:.2f}",
             f"{r.latency_p95_ms:.2f}",
         )
     console.print(table)
-    for key, value in ratios.items():
+    for key, value in result.ratios.items():
         console.print(f"{key}: {value:.2f}x")
-    for v, nodes in fallbacks.items():
+    wanted = result.requested_provider
+    for v, nodes in result.fallbacks.items():
         ran = ", ".join(f"{n} nodes on {p}" for p, n in nodes.items())
         console.print(f"[yellow]warning:[/] {name}:{v}: {wanted} was asked for; ran {ran}"
                       " (`agent doctor` lists the providers this onnxruntime has)")  # fmt: skip

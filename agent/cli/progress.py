@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,3 +34,15 @@ def image_progress() -> Progress:
         console=err_console,
         transient=False,
     )
+
+
+@contextmanager
+def progress_factory() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A bar per task: `advance = progress("embedding", total); advance(n)`."""
+    with image_progress() as bar:
+
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(description, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield start

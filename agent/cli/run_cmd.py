@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from agent.cli.common import state
 from agent.cli.galleries import GalleryOption
-from agent.config import AgentConfig, parse_broker, source_from_spec
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 
 def apply_overrides(
@@ -20,6 +23,8 @@ def apply_overrides(
     broker: str | None,
     gallery: Path | None,
 ) -> None:
+    from agent.config import parse_broker, source_from_spec
+
     if sources:
         parsed = [source_from_spec(s, i) for i, s in enumerate(sources)]
         ids = [s.id for s in parsed]

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
-from agent.cli.galleries import GalleryOption, ModelOption, VariantOption, embedder_for
+from agent.cli.galleries import GalleryOption, ModelOption, VariantOption
 from agent.cli.galleries import gallery_path as resolve_gallery_path
-from agent.cli.inputs import collect_images
-from agent.enroll import Problem, read_image_file
 from agent.errors import InputError
-from agent.extract import TextExtractor
-from agent.gallery import Gallery, GalleryError, GalleryModel, SearchResult
-from agent.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.scoring import SearchResult
 
 
 def search_command(
@@ -31,6 +31,13 @@ def search_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Identities (and images) nearest to each query, best first."""
+    import numpy as np
+
+    from agent.cli.inputs import collect_images
+    from agent.gallery.enroll import Problem, read_image_file
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.models import embedder_for
+
     if bool(images) == bool(text):
         raise InputError("give query images or --text, not both or neither")
     cfg = state(ctx).config
@@ -60,6 +67,11 @@ def search_command(
 
 def _encode_text(cfg, g: Gallery, texts: list[str]) -> np.ndarray:
     """Text queries need a text gallery, or an image gallery whose model has a text tower."""
+    from agent.gallery.models import gallery_model
+    from agent.gallery.store import GalleryError
+    from agent.runtime.extract import TextExtractor
+    from agent.runtime.registry import ModelRegistry
+
     registry = ModelRegistry.from_config(cfg)
     manifest = registry.get(g.model.name)
     if manifest.modality == "text":
@@ -73,11 +85,13 @@ def _encode_text(cfg, g: Gallery, texts: list[str]) -> np.ndarray:
         )
     encoder = TextExtractor.from_config(cfg, name, variant)
     if manifest.modality == "text":
-        g.check_model(GalleryModel.of(encoder.model))
+        g.check_model(gallery_model(encoder.model))
     return encoder.encode(texts)
 
 
 def _show(labels: list[str], results: list[SearchResult], model: str, as_json: bool) -> None:
+    from rich.table import Table
+
     if as_json:
         print_json(
             {

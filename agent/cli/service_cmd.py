@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from agent.cli.common import console
-from agent.config import parse_broker, source_from_spec
-from agent.deploy import UNIT, Installer, installed_agent
+
+if TYPE_CHECKING:
+    from agent.ops.deploy import Installer
 
 app = typer.Typer(help="Install or remove the systemd unit (agent.service).", no_args_is_help=True)
 
@@ -24,6 +26,8 @@ def _report(installer: Installer) -> None:
 
 
 def _broker_table(text: str) -> dict:
+    from agent.config import parse_broker
+
     host, port = parse_broker(text)
     return {"host": host} if port is None else {"host": host, "port": port}
 
@@ -47,6 +51,9 @@ def install(
     dry_run: bool = DryRunOption,
 ) -> None:
     """Write agent.service, /etc/agent/agent.toml (kept if present) and agent.env; enable, start."""
+    from agent.config import source_from_spec
+    from agent.ops.deploy import UNIT, Installer, installed_agent
+
     installer = Installer(root=root.absolute(), config_dir=config_dir, dry_run=dry_run)
     agent = (exec_path or installed_agent()).absolute()
     not_started = installer.install(
@@ -77,6 +84,8 @@ def install(
 @app.command("uninstall")
 def uninstall(root: Path = RootOption, dry_run: bool = DryRunOption) -> None:
     """Stop, disable and remove the unit. Config (/etc/agent) and state (/var/lib/agent) stay."""
+    from agent.ops.deploy import Installer
+
     installer = Installer(root=root.absolute(), dry_run=dry_run)
     installer.uninstall()
     _report(installer)

@@ -7,7 +7,6 @@ import os
 import time
 
 import typer
-from rich.table import Table
 
 from agent.cli.common import JsonOption, console, print_json, state
 from agent.errors import AgentError
@@ -55,6 +54,8 @@ def status_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 
 def _print(record: dict) -> None:
+    from rich.table import Table
+
     st, m = record["status"], record["metrics"]
     for build in st.get("engine_builds", []):
         console.print(

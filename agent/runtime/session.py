@@ -59,10 +59,6 @@ class SessionInfo:
         """The provider that runs the graph (the first active one)."""
         return SHORT_NAME.get(self.active[0], self.active[0]) if self.active else "none"
 
-    @property
-    def fell_back(self) -> bool:
-        return bool(self.requested) and self.provider != self.requested[0]
-
 
 @dataclass(frozen=True)
 class GraphInput:

@@ -46,8 +46,9 @@ def _state_dir(cfg: AgentConfig) -> Check:
 def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
     import onnxruntime as ort
 
-    from agent.embedder import CachedEmbedder
-    from agent.gallery import Gallery, GalleryModel
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.models import gallery_model
+    from agent.runtime.embedder import CachedEmbedder
 
     out = [Check("providers", "ok", "available: " + ", ".join(ort.get_available_providers()))]
     path = cfg.gallery_path
@@ -74,7 +75,7 @@ def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
                 Check("gallery", level, detail + (f" ({gallery.repaired})" if fix else ""), fix)
             )
             with CachedEmbedder.from_config(cfg, model.name, model.variant) as embedder:
-                gallery.check_model(GalleryModel.of(embedder.model))
+                gallery.check_model(gallery_model(embedder.model))
                 extractor = embedder.load()
                 wanted = cfg.models.providers[0]
                 level = "ok" if extractor.provider == wanted else "warn"
@@ -100,7 +101,7 @@ def _video_backends(cfg: AgentConfig) -> Check:
 
     import cv2
 
-    from agent.sources import resolve_kind
+    from agent.stream.sources import resolve_kind
 
     info = cv2.getBuildInformation()
     found = re.search(r"GStreamer:\s*(\S+)", info)
@@ -116,7 +117,7 @@ def _video_backends(cfg: AgentConfig) -> Check:
 
 
 def _gpu(cfg: AgentConfig) -> Check:
-    from agent.session import GPU_PROVIDERS, gpu_identity, tensorrt_version
+    from agent.runtime.session import GPU_PROVIDERS, gpu_identity, tensorrt_version
 
     trt = tensorrt_version()
     cache = cfg.trt_cache_path
@@ -144,8 +145,8 @@ def _with_timeout(fn: Callable[[], str], seconds: float) -> str:
 def _source(src: SourceConfig) -> Check:
     import cv2
 
-    from agent.preprocess import IMAGE_SUFFIXES
-    from agent.sources import VideoSource, resolve_kind
+    from agent.runtime.preprocess import IMAGE_SUFFIXES
+    from agent.stream.sources import VideoSource, resolve_kind
 
     kind = resolve_kind(src)
     name = f"source {src.id}"
@@ -187,7 +188,7 @@ def _broker(cfg: AgentConfig) -> Check:
     m = cfg.mqtt
     if not m.host:
         return Check("broker", "ok", "none configured: match events go to stdout as JSON lines")
-    from agent.publish import mqtt_client
+    from agent.publish.mqtt import mqtt_client
 
     done = threading.Event()
     outcome: list[str] = []
@@ -228,7 +229,7 @@ def _broker(cfg: AgentConfig) -> Check:
 def _outbox(cfg: AgentConfig) -> Check:
     if not cfg.outbox_path.exists():
         return Check("outbox", "ok", "empty (not created yet)")
-    from agent.outbox import Outbox
+    from agent.publish.outbox import Outbox
 
     box = Outbox.from_config(cfg)
     try:

@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.sdnotify import SystemdNotifier
-from agent.session import EngineBuild, engine_builds
+from agent.ops.sdnotify import SystemdNotifier
+from agent.runtime.session import EngineBuild, engine_builds
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ variants land there, so their manifests override), each directory in $AGENT_MODE
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -18,11 +19,11 @@ from pathlib import Path
 
 from agent.atomic import atomic_write_bytes
 from agent.errors import ModelError
-from agent.manifest import Manifest, Variant, dump_manifest, load_manifest
+from agent.runtime.manifest import Manifest, Variant, dump_manifest, load_manifest
 
 log = logging.getLogger(__name__)
 MODELS_DIR_ENV = "AGENT_MODELS_DIR"
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # agent/
 
 
 def bundled_models_dir() -> Path:
@@ -64,6 +65,16 @@ class ResolvedModel:
     @property
     def label(self) -> str:
         return f"{self.manifest.name}:{self.variant_name}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what produced an embedding: model, variant, weights and preprocessing."""
+        spec = self.manifest.image or self.manifest.text
+        blob = json.dumps(
+            [self.manifest.name, self.variant_name, self.sha256, spec.model_dump(mode="json")],
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -12,36 +12,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from agent.config import AgentConfig
-from agent.events import BBox, Candidate, MatchEvent, encode_embedding
-from agent.gallery import SearchResult
-from agent.live_gallery import LiveGallery
-from agent.match import SourcePolicy
-from agent.metrics import STAGES
-from agent.preprocess import ArrayImage
-from agent.sources import Frame, Source
-from agent.stats import StageTimes
+from agent.events import BBox, MatchEvent, RankedIdentity, encode_embedding
+from agent.gallery.live import LiveGallery
+from agent.gallery.scoring import SearchResult
+from agent.metrics import Metrics, NullMetrics
+from agent.runtime.preprocess import ArrayImage
+from agent.stream.frame import Frame
+from agent.stream.match import SourcePolicy
+from agent.stream.sources import Source
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunStats:
-    latency: dict[str, StageTimes] = field(
-        default_factory=lambda: {s: StageTimes() for s in STAGES}
-    )
-    inference_calls: int = 0
-    crops_embedded: int = 0
-    events_produced: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def error(self, kind: str, n: int = 1) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + n
 
 
 @dataclass
@@ -62,13 +48,14 @@ class Pipeline:
         live: LiveGallery,
         emit: Callable[[MatchEvent], None],
         ready: threading.Event,
+        metrics: Metrics | None = None,
     ):
         self.cfg = cfg
         self.sources = sources
         self.live = live
         self.emit = emit
         self.ready = ready
-        self.stats = RunStats()
+        self.metrics = metrics or NullMetrics()
         self.policies = {s.id: SourcePolicy(s.cfg.match or cfg.match) for s in sources}
         self.top_k = max(p.cfg.top_k for p in self.policies.values()) if sources else 1
         self._last: dict[str, list[_Seen]] = {}
@@ -116,7 +103,8 @@ class Pipeline:
         return frames
 
     def process(self, frames: list[Frame]) -> None:
-        found = self._embed_and_search([f for f in frames if not f.reused])
+        fresh = [f for f in frames if not f.reused]
+        found, times = self._embed_and_search(fresh)
         for frame in frames:  # in order: a reused frame takes the latest result of its source
             counters = self._by_id[frame.source_id].counters
             if frame.reused:
@@ -124,18 +112,24 @@ class Pipeline:
             else:
                 counters.frames_processed += 1
                 self._last[frame.source_id] = found[id(frame)]
-            self._decide(frame, self._last.get(frame.source_id, []))
+            stage_ms = {"decode": frame.decode_ms, "detect": frame.detect_ms}
+            if not frame.reused:  # a reused frame has no embed/search of its own
+                stage_ms |= times
+            self._decide(frame, self._last.get(frame.source_id, []), stage_ms)
 
-    def _embed_and_search(self, frames: list[Frame]) -> dict[int, list[_Seen]]:
-        """Each fresh frame's crops with their search results (failed crops left out)."""
+    def _embed_and_search(
+        self, frames: list[Frame]
+    ) -> tuple[dict[int, list[_Seen]], dict[str, float]]:
+        """Each fresh frame's crops with their search results (failed crops left out), and the
+        batch's embed and search times in ms."""
         for frame in frames:
-            self.stats.latency["decode"].add(frame.decode_ms / 1000)
+            self.metrics.observe("decode", frame.decode_ms / 1000)
             if self.cfg.detect.mode != "frame":
-                self.stats.latency["detect"].add(frame.detect_ms / 1000)
+                self.metrics.observe("detect", frame.detect_ms / 1000)
         found: dict[int, list[_Seen]] = {id(f): [] for f in frames}
         pairs = [(f, c) for f in frames for c in f.crops]
         if not pairs:
-            return found
+            return found, {}
         images = [ArrayImage(np.ascontiguousarray(c.pixels), "BGR") for _, c in pairs]
         embedder = self.live.embedder
         before = embedder.batches
@@ -144,10 +138,10 @@ class Pipeline:
         embedded = embedder.embed(images, flip=flip, cached=self.cfg.pipeline.cache_frames)
         vectors, ok, failed = embedded.vectors, embedded.ok, len(embedded.errors)
         t1 = time.perf_counter()
-        self.stats.inference_calls += embedder.batches - before
-        self.stats.crops_embedded += int(ok.sum())
+        self.metrics.count("inference_calls", embedder.batches - before)
+        self.metrics.count("crops_embedded", int(ok.sum()))
         if failed:
-            self.stats.error("embed", failed)
+            self.metrics.error("embed", failed)
         results = iter(
             self.live.gallery.search(
                 vectors[ok], k=self.top_k, candidates=self.cfg.gallery.candidates
@@ -156,16 +150,14 @@ class Pipeline:
             else []
         )
         t2 = time.perf_counter()
-        self.stats.latency["embed"].add(t1 - t0)
-        self.stats.latency["search"].add(t2 - t1)
-        for frame in frames:
-            frame.embed_ms, frame.search_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
+        self.metrics.observe("embed", t1 - t0)
+        self.metrics.observe("search", t2 - t1)
         for (frame, crop), good, vector in zip(pairs, ok, vectors, strict=True):
             if good:
                 found[id(frame)].append(_Seen(crop.bbox, next(results), vector, crop.pixels))
-        return found
+        return found, {"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000}
 
-    def _decide(self, frame: Frame, seen: list[_Seen]) -> None:
+    def _decide(self, frame: Frame, seen: list[_Seen], stage_ms: dict[str, float]) -> None:
         policy = self.policies[frame.source_id]
         decisions = policy.decide([s.result for s in seen], frame.media_time)
         if not decisions:
@@ -183,7 +175,7 @@ class Pipeline:
                 identity=decision.identity,
                 score=round(decision.score, 4),
                 candidates=[
-                    Candidate(identity=m.identity, score=round(m.score, 4))
+                    RankedIdentity(identity=m.identity, score=round(m.score, 4))
                     for m in crop.result.identities[: policy.cfg.top_k]
                 ],
                 model=model,
@@ -194,21 +186,13 @@ class Pipeline:
                 thumbnail_jpeg=self._thumbnail(crop.pixels)
                 if self.cfg.pipeline.thumbnails
                 else None,
+                latency_ms=_latency(stage_ms, frame.captured),
             )
-            self._stamp_latency(event, frame)
             t0 = time.perf_counter()
             self.emit(event)
-            self.stats.latency["publish"].add(time.perf_counter() - t0)
-            self.stats.latency["e2e"].add(time.monotonic() - frame.captured)
-            self.stats.events_produced += 1
-
-    def _stamp_latency(self, event: MatchEvent, frame: Frame) -> None:
-        """Stage times of this frame (a reused frame has no embed/search of its own)."""
-        lat = {"decode": frame.decode_ms, "detect": frame.detect_ms, "embed": frame.embed_ms,
-               "search": frame.search_ms}  # fmt: skip
-        lat = {k: round(v, 2) for k, v in lat.items() if v}
-        lat["e2e"] = round((time.monotonic() - frame.captured) * 1000, 2)
-        event.latency_ms = lat
+            self.metrics.observe("publish", time.perf_counter() - t0)
+            self.metrics.observe("e2e", time.monotonic() - frame.captured)
+            self.metrics.count("events_produced")
 
     def _thumbnail(self, pixels: np.ndarray) -> str | None:
         side = self.cfg.pipeline.thumbnail_size
@@ -220,3 +204,10 @@ class Pipeline:
         )
         ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
         return base64.b64encode(data.tobytes()).decode() if ok else None
+
+
+def _latency(stage_ms: dict[str, float], captured: float) -> dict[str, float]:
+    """The stage times an event carries: the frame's non-zero stages and its end-to-end time."""
+    lat = {k: round(v, 2) for k, v in stage_ms.items() if v}
+    lat["e2e"] = round((time.monotonic() - captured) * 1000, 2)
+    return lat

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig
-from agent.embedder import embedder_for
-from agent.gallery import Gallery, GalleryError
+from agent.gallery.gallery import Gallery
+from agent.gallery.models import embedder_for
+from agent.gallery.store import GalleryError
 
 log = logging.getLogger(__name__)
 

@@ -7,23 +7,18 @@ a YOLO-style detector the user supplies. Detectors are not thread-safe: one per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from agent.config import DetectConfig
+from agent.config import AgentConfig, DetectConfig, ModelsConfig
 from agent.errors import ConfigError
 from agent.events import BBox
-
-
-@dataclass
-class Crop:
-    bbox: BBox
-    score: float
-    pixels: np.ndarray  # BGR view into the frame
-
+from agent.stream.frame import Crop, Frame
 
 Box = tuple[float, float, float, float, float]  # x, y, w, h, score in frame pixels
 
@@ -106,14 +101,16 @@ class OnnxBoxes(Detector):
     """YOLO-style output: (1, N, 5 + C) with objectness (v5) or (1, 4 + C, N) without (v8);
     boxes as centre x, centre y, width, height in input pixels of a letterboxed square."""
 
-    def __init__(self, cfg: DetectConfig, providers: list[str] | None = None):
+    def __init__(self, cfg: DetectConfig, models: ModelsConfig, trt_cache: Path | None = None):
         super().__init__(cfg)
-        import onnxruntime as ort
+        from agent.runtime.session import create_session
 
         if cfg.onnx_model is None or not Path(cfg.onnx_model).is_file():
             raise ConfigError(f"detect.onnx_model not found: {cfg.onnx_model}")
-        self.session = ort.InferenceSession(
-            str(cfg.onnx_model), providers=providers or ["CPUExecutionProvider"]
+        # The same provider plan as the extractors: TensorRT/CUDA when present, engine cache,
+        # a warning on fallback, ModelError for a file onnxruntime cannot load.
+        self.session, self.session_info = create_session(
+            Path(cfg.onnx_model), models, trt_cache, label=f"detector {Path(cfg.onnx_model).name}"
         )
         self.input = self.session.get_inputs()[0].name
         self.size = cfg.onnx_input_size
@@ -155,14 +152,15 @@ def _nms(rects, scores, threshold: float, iou: float) -> list[int]:
     return [int(i) for i in np.ravel(kept)]
 
 
-def make_detector(cfg: DetectConfig, providers: list[str] | None = None) -> Detector:
-    if cfg.mode == "person":
-        return HogPeople(cfg)
-    if cfg.mode == "face":
-        return HaarFaces(cfg)
-    if cfg.mode == "onnx":
-        return OnnxBoxes(cfg, providers)
-    return WholeFrame(cfg)
+def make_detector(cfg: AgentConfig) -> Detector:
+    detect = cfg.detect
+    if detect.mode == "person":
+        return HogPeople(detect)
+    if detect.mode == "face":
+        return HaarFaces(detect)
+    if detect.mode == "onnx":
+        return OnnxBoxes(detect, cfg.models, cfg.trt_cache_path)
+    return WholeFrame(detect)
 
 
 class ChangeGate:
@@ -185,5 +183,17 @@ class ChangeGate:
         self._last = thumb
         return True
 
-    def reset(self) -> None:
-        self._last = None
+
+def make_prepare(cfg: AgentConfig) -> Callable[[Frame], Frame]:
+    """The per-source step run in the source thread: change gate, then the detector."""
+    detector = make_detector(cfg)
+    gate = ChangeGate(cfg.detect.change_threshold)
+
+    def prepare(frame: Frame) -> Frame:
+        if not gate.changed(frame.pixels):
+            return replace(frame, reused=True)
+        t0 = time.perf_counter()
+        crops = tuple(detector.crops(frame.pixels))
+        return replace(frame, crops=crops, detect_ms=(time.perf_counter() - t0) * 1000)
+
+    return prepare

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections import deque
@@ -16,10 +14,15 @@ import numpy as np
 
 from agent.config import AgentConfig, ModelsConfig
 from agent.errors import InputError, ModelError
-from agent.preprocess import ImageLike, Preprocessor, describe, load_pixels
-from agent.registry import ModelRegistry, ResolvedModel
-from agent.session import GPU_PROVIDERS, BoundRunner, GraphInput, SessionInfo, create_session
-from agent.stats import PipelineStats, Stopwatch
+from agent.metrics import PipelineStats, Stopwatch
+from agent.runtime.preprocess import ImageLike, Preprocessor, describe, load_pixels
+from agent.runtime.registry import ModelRegistry, ResolvedModel
+from agent.runtime.session import (
+    GPU_PROVIDERS,
+    BoundRunner,
+    GraphInput,
+    create_session,
+)
 
 log = logging.getLogger(__name__)
 MIN_NORM = 1e-12
@@ -62,16 +65,6 @@ def normalise_checked(raw: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     out = np.zeros_like(raw)
     out[good] = raw[good] / norms[good, None]
     return out, bad
-
-
-def model_fingerprint(model: ResolvedModel) -> str:
-    """Identifies what produced an embedding: model, variant, weights and preprocessing."""
-    spec = model.manifest.image or model.manifest.text
-    blob = json.dumps(
-        [model.manifest.name, model.variant_name, model.sha256, spec.model_dump(mode="json")],
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def resolve_image_model(
@@ -118,7 +111,7 @@ class _OnnxModel:
                 f"{model.label}: output {manifest.output!r} has dim {dim}, manifest says "
                 f"{manifest.embedding_dim}"
             )
-        self.fingerprint = model_fingerprint(model)
+        self.fingerprint = model.fingerprint
 
     @property
     def dim(self) -> int:
@@ -127,10 +120,6 @@ class _OnnxModel:
     @property
     def provider(self) -> str:
         return self.session_info.provider
-
-    @property
-    def info(self) -> SessionInfo:
-        return self.session_info
 
 
 class ImageExtractor(_OnnxModel):

@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.cache import content_hash
-from agent.embedder import CachedEmbedder
 from agent.errors import InputError
-from agent.gallery import Entry, Gallery, NewVector, check_identity
-from agent.preprocess import IMAGE_SUFFIXES, EncodedImage, list_images
+from agent.gallery.gallery import Gallery
+from agent.gallery.store import Entry, NewVector, check_identity
+from agent.runtime.cache import content_hash
+from agent.runtime.embedder import CachedEmbedder
+from agent.runtime.preprocess import IMAGE_SUFFIXES, EncodedImage, list_images
 
 IdFrom = Literal["folder", "filename"]
 CHUNK = 64
@@ -27,7 +28,9 @@ _TRAILING_NUMBER = re.compile(r"^(.*?)[\s_\-.]*\d+$")
 
 
 @dataclass(frozen=True)
-class Candidate:
+class ImageFile:
+    """An image file to enroll under an identity."""
+
     identity: str
     path: Path
 
@@ -76,12 +79,12 @@ def _is_image(path: Path) -> bool:
 
 def scan(
     directory: Path, id_from: IdFrom = "folder", recursive: bool = False
-) -> tuple[list[Candidate], list[Problem]]:
+) -> tuple[list[ImageFile], list[Problem]]:
     """The images to enroll and the problems found; layout errors raise InputError."""
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory")
     problems: list[Problem] = []
-    found: list[Candidate] = []
+    found: list[ImageFile] = []
     if id_from == "filename":
         images = list_images(directory, recursive=recursive)
         if not recursive:
@@ -96,7 +99,7 @@ def scan(
             if problem:
                 problems.append(Problem(str(path), "bad-identity", problem))
             else:
-                found.append(Candidate(identity, path))
+                found.append(ImageFile(identity, path))
         if not found and not problems:
             raise InputError(f"{directory}: no images (jpg, jpeg, png, webp, bmp, tif, tiff)")
         return found, problems
@@ -127,7 +130,7 @@ def scan(
                 )
         if not images:
             problems.append(Problem(str(folder), "empty-folder", "no images in this folder"))
-        found += [Candidate(folder.name, p) for p in images]
+        found += [ImageFile(folder.name, p) for p in images]
     return found, problems
 
 
@@ -166,7 +169,7 @@ class _Triage:
             self.sources_of.setdefault((e.identity, e.content_hash), e.source)
         self.seen_sources: set[str] = set()
 
-    def __call__(self, cand: Candidate) -> _Pending | None:
+    def __call__(self, cand: ImageFile) -> _Pending | None:
         report = self.report
         source = str(cand.path.resolve())
         self.seen_sources.add(source)
@@ -204,7 +207,7 @@ class _Triage:
 def enroll(
     gallery: Gallery,
     embedder: CachedEmbedder,
-    candidates: list[Candidate],
+    candidates: list[ImageFile],
     replace: bool = False,
     prune: bool = False,
     dry_run: bool = False,

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.cache import EmbeddingCache, cache_key, content_hash
 from agent.config import AgentConfig
-from agent.extract import ImageExtractor, ItemError, model_fingerprint, resolve_image_model
-from agent.gallery import Gallery, GalleryModel
-from agent.preprocess import ArrayImage, EncodedImage
-from agent.registry import ResolvedModel
+from agent.runtime.cache import EmbeddingCache, cache_key, content_hash
+from agent.runtime.extract import ImageExtractor, ItemError, resolve_image_model
+from agent.runtime.preprocess import ArrayImage, EncodedImage
+from agent.runtime.registry import ResolvedModel
 
 
 @dataclass
@@ -38,7 +37,7 @@ class CachedEmbedder:
         self.cfg = cfg
         self.model = model
         self.cache = cache
-        self.fingerprint = model_fingerprint(model)
+        self.fingerprint = model.fingerprint
         self.dim = model.manifest.embedding_dim
         self._extractor: ImageExtractor | None = None
         self.inferences = 0  # images that went through the model
@@ -127,19 +126,3 @@ class CachedEmbedder:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def embedder_for(
-    cfg: AgentConfig, gallery: Gallery | None, model: str | None = None, variant: str | None = None
-) -> CachedEmbedder:
-    """The gallery's own model unless one is named; a named one must match the gallery."""
-    if gallery is not None and model is None:
-        model, variant = gallery.model.name, variant or gallery.model.variant
-    embedder = CachedEmbedder.from_config(cfg, model, variant)
-    if gallery is not None:
-        try:
-            gallery.check_model(GalleryModel.of(embedder.model))
-        except BaseException:
-            embedder.close()
-            raise
-    return embedder

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.extract import ImageExtractor
-from agent.session import node_placement
+from agent.config import AgentConfig
+from agent.errors import InputError
+from agent.runtime.extract import ImageExtractor
+from agent.runtime.registry import ModelRegistry
+from agent.runtime.session import node_placement
 
 
 @dataclass
@@ -78,3 +81,57 @@ def placement_of(ex: ImageExtractor, trt_cache_base: Path | None) -> dict[str, i
     feed = {ex.spec.name: np.zeros((1, *ex.preprocessor.shape), dtype=np.float32)}
     m = ex.model
     return node_placement(m.path, ex.cfg, feed, trt_cache_base, m.sha256, m.variant.precision)
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    """`agent models bench`: rows per variant and batch, speed-ups over fp32 and where the
+    nodes ran (a GPU provider that was asked for but left nodes on the CPU is a fallback)."""
+
+    model: str
+    rows: list[BenchRow]
+    ratios: dict[str, float]
+    requested_provider: str
+    nodes_by_provider: dict[str, dict[str, int]]
+
+    @property
+    def fallbacks(self) -> dict[str, dict[str, int]]:
+        return {v: n for v, n in self.nodes_by_provider.items()
+                if set(n) != {self.requested_provider}}  # fmt: skip
+
+    def as_dict(self) -> dict:
+        return {
+            "rows": [r.as_dict() for r in self.rows],
+            "ratios": self.ratios,
+            "requested_provider": self.requested_provider,
+            "nodes_by_provider": self.nodes_by_provider,
+        }
+
+
+def bench_model(
+    cfg: AgentConfig, name: str, variants: list[str], batches: list[int], seconds: float
+) -> ModelBench:
+    """Bench the named variants of a model (all present ones when empty) in one run."""
+    registry = ModelRegistry.from_config(cfg)
+    manifest = registry.get(name)
+    variants = variants or [s.name for s in registry.status(manifest) if s.path is not None]
+    if not variants:
+        raise InputError(f"no files present for any variant of {name}")
+    models_cfg = cfg.models.model_copy(update={"max_batch": max(batches)})
+    extractors = {}
+    try:
+        for v in variants:
+            model = registry.resolve(name, v, cfg.models.verify_sha256)
+            extractors[v] = ImageExtractor(model, models_cfg, cfg.trt_cache_path)
+        rows = bench_variants(extractors, batches, seconds)
+        placement = {v: placement_of(ex, cfg.trt_cache_path) for v, ex in extractors.items()}
+    finally:
+        for ex in extractors.values():
+            ex.close()
+    ratios = {}
+    for r in rows:
+        base = next((x for x in rows if x.variant == "fp32" and x.batch == r.batch), None)
+        if base is not None and r.variant != "fp32":
+            ratios[f"{r.variant}/fp32@b{r.batch}"] = round(r.images_per_s / base.images_per_s, 3)
+    wanted = cfg.models.providers[0] if cfg.models.providers else "cpu"
+    return ModelBench(name, rows, ratios, wanted, placement)

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.config import MatchPolicyConfig
-from agent.gallery import SearchResult
+from agent.gallery.scoring import SearchResult
 
 UNKNOWN = ""  # label of an unknown crop inside the policy; None in events
 

@@ -16,17 +16,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from agent.config import SourceConfig
-from agent.detect import Crop
 from agent.events import SourceHealth, SourceStatus
 from agent.metrics import SourceCounters
-from agent.preprocess import IMAGE_SUFFIXES
+from agent.runtime.preprocess import IMAGE_SUFFIXES
+from agent.stream.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +33,7 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264"}
 
 
-@dataclass
-class Frame:
-    source_id: str
-    index: int
-    pixels: np.ndarray  # BGR uint8 (or grey)
-    media_time: float  # seconds: position in a file, time since start for live sources
-    captured: float  # time.monotonic() when read
-    decode_ms: float
-    crops: list[Crop] = field(default_factory=list)
-    detect_ms: float = 0.0
-    embed_ms: float = 0.0  # of the batch it was embedded in (0 for a reused frame)
-    search_ms: float = 0.0
-    reused: bool = False  # unchanged since the last extracted frame: reuse its result
-
-
-Prepare = Callable[[Frame], None]  # fills crops / reused (change gate + detector)
+Prepare = Callable[[Frame], Frame]  # adds crops / reused (change gate + detector)
 
 
 def resolve_kind(cfg: SourceConfig) -> str:
@@ -181,7 +165,7 @@ class Source:
         self.health = "ok"
         frame = Frame(self.id, self._index, pixels, media_time, now, decode_ms)
         self._index += 1
-        self.prepare(frame)
+        frame = self.prepare(frame)
         self.counters.frames_dropped += self.queue.put(frame, self.lossless, self._stop)
 
     def _backoff(self, attempt: int) -> float:

@@ -8,8 +8,8 @@ import onnxruntime as ort
 
 from agent.atomic import atomic_copy
 from agent.errors import InputError, ModelError
-from agent.manifest import Manifest, Variant
-from agent.registry import ModelRegistry, sha256_file
+from agent.runtime.manifest import Manifest, Variant
+from agent.runtime.registry import ModelRegistry, sha256_file
 
 
 def _graph_signature(path: Path) -> tuple[dict, dict]:

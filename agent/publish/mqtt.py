@@ -1,9 +1,5 @@
-"""Publishers: MQTT (paho 2.x, MQTT 5 or 3.1.1) or stdout JSON lines, both behind the outbox.
-
-Match events go outbox -> sender thread -> transport, and leave the outbox only when delivered
-(MQTT: on PUBACK; stdout: once written and flushed). Status (retained) and metrics are state,
-not history: they are published directly and not queued.
-"""
+"""MQTT transport (paho 2.x, MQTT 5 or 3.1.1): match events with QoS 1 from the outbox, retained
+status with a Last Will, periodic metrics, and the optional `cmd/` topics."""
 
 from __future__ import annotations
 
@@ -11,153 +7,21 @@ import contextlib
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
 from agent.config import AgentConfig
 from agent.errors import ConfigError
 from agent.events import CommandResult, MetricsEvent, StatusEvent
-from agent.outbox import Outbox, OutboxItem
+from agent.metrics import Metrics
+from agent.publish.base import Publisher
+from agent.publish.outbox import Outbox, OutboxItem
 
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], CommandResult]
-
-
-class Publisher:
-    """Outbox draining common to every transport; subclasses deliver one item at a time."""
-
-    def __init__(self, outbox: Outbox, window: int = 64):
-        self.outbox = outbox
-        self.window = window
-        self.published = 0
-        self.errors: dict[str, int] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._inflight: dict[int, int] = {}  # transport token -> outbox seq
-        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
-        self._last_sent = 0
-        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-
-    # ---- what the agent calls --------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool | None:
-        return None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, event_id: str, topic: str, payload: bytes) -> None:
-        """Commit to the outbox (durable from here on) and wake the sender."""
-        self.outbox.put(event_id, topic, payload)
-        self._wake.set()
-
-    def publish_status(self, status: StatusEvent) -> None:
-        raise NotImplementedError
-
-    def publish_metrics(self, metrics: MetricsEvent) -> None:
-        raise NotImplementedError
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (True) or `timeout` passes (False)."""
-        deadline = time.monotonic() + timeout
-        while len(self.outbox) and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.02)
-        return len(self.outbox) == 0
-
-    def stop(self, final: StatusEvent | None) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self._close(final)
-        self.outbox.close()
-
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    # ---- sender ----------------------------------------------------------------------------
-
-    def _send(self, item: OutboxItem) -> int | None:
-        """Hand one item to the transport; a token whose ack comes through `_acked`, or None."""
-        raise NotImplementedError
-
-    def _close(self, final: StatusEvent | None) -> None:
-        raise NotImplementedError
-
-    def _acked(self, token: int, delivered: bool = True) -> None:
-        """Called from any thread when the transport confirms `token`."""
-        self._acks.put((token, delivered))
-        self._wake.set()
-
-    def _settle_acks(self) -> None:
-        while True:
-            try:
-                token, delivered = self._acks.get_nowait()
-            except queue.Empty:
-                return
-            seq = self._inflight.pop(token, None)
-            if seq is None:
-                continue
-            self.outbox.ack(seq)
-            if delivered:
-                self.published += 1
-            else:
-                self.count_error("publish_refused")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.5)
-            self._wake.clear()
-            self._settle_acks()
-            room = self.window - len(self._inflight)
-            if room <= 0:
-                continue
-            for item in self.outbox.pending(after=self._last_sent, limit=room):
-                token = self._send(item)
-                if token is None:
-                    break
-                self._inflight[token] = item.seq
-                self._last_sent = item.seq
-            self._settle_acks()
-
-
-class StdoutPublisher(Publisher):
-    """The embedded default: one JSON line per match event on stdout."""
-
-    def __init__(self, outbox: Outbox, stream: TextIO | None = None):
-        super().__init__(outbox)
-        self.stream = stream or sys.stdout
-        self._token = 0
-
-    def _send(self, item: OutboxItem) -> int | None:
-        try:
-            self.stream.write(item.payload.decode() + "\n")
-            self.stream.flush()
-        except OSError as exc:  # closed pipe: keep the event for the next run
-            self.count_error("stdout")
-            log.error("cannot write events to stdout: %s", exc)
-            self._stop.set()
-            return None
-        self._token += 1
-        self._acked(self._token)
-        return self._token
-
-    def publish_status(self, status: StatusEvent) -> None:
-        log.info("status: %s", status.state)
-
-    def publish_metrics(self, metrics: MetricsEvent) -> None:
-        pass
-
-    def _close(self, final: StatusEvent | None) -> None:
-        if final is not None:
-            self.publish_status(final)
 
 
 def mqtt_client(cfg: AgentConfig, client_id: str):
@@ -208,10 +72,11 @@ class MqttPublisher(Publisher):
         outbox: Outbox,
         initial_status: StatusEvent,
         on_command: CommandHandler | None = None,
+        metrics: Metrics | None = None,
     ):
         import paho.mqtt.client as mqtt
 
-        super().__init__(outbox, cfg.mqtt.max_inflight)
+        super().__init__(outbox, cfg.mqtt.max_inflight, metrics)
         self._mqtt = mqtt
         m = cfg.mqtt
         self.host, self.port = m.host, m.port
@@ -257,7 +122,7 @@ class MqttPublisher(Publisher):
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.count_error("connect_refused")
+            self.metrics.error("connect_refused")
             log.error("MQTT broker refused the connection: %s", reason_code)
             return
         self.connects += 1
@@ -272,7 +137,7 @@ class MqttPublisher(Publisher):
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():
             log.warning("MQTT disconnected (%s); retrying", reason_code)
-            self.count_error("disconnects")
+            self.metrics.error("disconnects")
         self._connected.clear()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -283,7 +148,7 @@ class MqttPublisher(Publisher):
         try:
             self._commands.put_nowait((name, message.payload))
         except queue.Full:
-            self.count_error("commands_dropped")
+            self.metrics.error("commands_dropped")
 
     def _command_worker(self) -> None:
         while True:
@@ -302,7 +167,7 @@ class MqttPublisher(Publisher):
         # a reconnect, so the sender does not need to track the connection itself.
         info = self.client.publish(item.topic, item.payload, qos=1)
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
-            self.count_error("publish_failed")
+            self.metrics.error("publish_failed")
             return None
         return info.mid
 
@@ -322,12 +187,3 @@ class MqttPublisher(Publisher):
                 info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def make_publisher(
-    cfg: AgentConfig, initial_status: StatusEvent, on_command: CommandHandler | None = None
-) -> Publisher:
-    outbox = Outbox.from_config(cfg)
-    if cfg.mqtt.host:
-        return MqttPublisher(cfg, outbox, initial_status, on_command)
-    return StdoutPublisher(outbox)

@@ -21,9 +21,9 @@ import tomli_w
 from agent.atomic import atomic_write_bytes
 from agent.config import read_toml
 from agent.errors import InputError
-from agent.publish import CREDENTIAL_NAME as CREDENTIAL
+from agent.publish.mqtt import CREDENTIAL_NAME as CREDENTIAL
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # agent/
 UNIT = "agent.service"
 USER = "agent"
 TEMPLATE_EXEC = "/opt/agent/bin/agent"
@@ -198,7 +198,7 @@ class Installer:
 
     def _not_ready(self, config: Path, sources: list[dict]) -> str | None:
         """What keeps the agent from running yet (it would exit 2 and the unit would fail)."""
-        from agent.gallery import Gallery
+        from agent.gallery.gallery import Gallery
 
         real = self.path(config)
         data = read_toml(real) if real.exists() else {"sources": sources}

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from agent.errors import InputError
-from agent.manifest import ImageInput
+from agent.runtime.manifest import ImageInput
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 HIGH_BIT_PERCENTILES = (0.5, 99.5)

@@ -21,9 +21,9 @@ import numpy as np
 
 from agent.config import ModelsConfig
 from agent.errors import InputError, ModelError
-from agent.extract import ImageExtractor
-from agent.manifest import Variant
-from agent.registry import ModelRegistry, ResolvedModel, sha256_file
+from agent.runtime.extract import ImageExtractor
+from agent.runtime.manifest import Variant
+from agent.runtime.registry import ModelRegistry, ResolvedModel, sha256_file
 
 log = logging.getLogger(__name__)
 REFUSE_BELOW = 0.90
@@ -66,6 +66,61 @@ def _load_tensors(extractor: ImageExtractor, paths: list[Path]) -> np.ndarray:
     return tensors
 
 
+def _ort_quantization():
+    try:
+        from onnxruntime import quantization
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as exc:
+        raise ModelError(
+            f"quantisation needs the onnx package ({exc}); install with "
+            "`pip install 'edge-embedding-agent[quantize]'`"
+        ) from None
+    return quantization, quant_pre_process
+
+
+def _split(images: list[Path], samples: int, holdout: int) -> tuple[list[Path], list[Path]]:
+    """(calibration, held-out) images: a fixed random split, the held-out ones never seen by
+    the calibrator."""
+    if len(images) < 2:
+        raise InputError("need at least 2 calibration images (some are held out for checking)")
+    order = np.random.default_rng(0).permutation(len(images))
+    holdout = min(holdout, max(1, len(images) // 5))
+    held = [images[i] for i in order[:holdout]]
+    return [images[i] for i in order[holdout : holdout + samples]], held
+
+
+def _write_qdq(source: ResolvedModel, staged: Path, calib: np.ndarray, method: str) -> None:
+    """Quantise `source` to a static QDQ graph at `staged`, calibrated on `calib` tensors."""
+    q, quant_pre_process = _ort_quantization()
+    prepared = staged.with_name("prepared.onnx")
+    quant_pre_process(str(source.path), str(prepared), skip_symbolic_shape=True)
+    chatter = io.StringIO()  # onnxruntime's calibrators print() progress; keep stdout clean
+    with contextlib.redirect_stdout(chatter):
+        q.quantize_static(
+            str(prepared),
+            str(staged),
+            _Calibration(calib, source.manifest.image.name),
+            quant_format=q.QuantFormat.QDQ,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            calibrate_method={
+                "minmax": q.CalibrationMethod.MinMax,
+                "percentile": q.CalibrationMethod.Percentile,
+            }[method],
+        )
+    log.debug("quantize_static: %s", chatter.getvalue().strip())
+
+
+def _embed(model: ResolvedModel, cfg: ModelsConfig, tensors: np.ndarray) -> np.ndarray:
+    extractor = ImageExtractor(model, cfg.model_copy(update={"warmup": False}))
+    try:
+        return extractor.embed_tensors(tensors)
+    finally:
+        extractor.close()
+
+
 def quantize_static_int8(
     registry: ModelRegistry,
     source: ResolvedModel,
@@ -77,28 +132,12 @@ def quantize_static_int8(
     force: bool = False,
     method: str = "percentile",
 ) -> QuantizeReport:
-    try:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as exc:
-        raise ModelError(
-            f"quantisation needs the onnx package ({exc}); install with "
-            "`pip install 'edge-embedding-agent[quantize]'`"
-        ) from None
+    """Write `<model>_<variant>.onnx` and register it, unless its embeddings agree with fp32's
+    on held-out images by a mean cosine below REFUSE_BELOW (then nothing is written)."""
+    _ort_quantization()
     if source.variant.precision != "fp32":
         raise ModelError(f"quantise from an fp32 variant, not {source.label}")
-    if len(images) < 2:
-        raise InputError("need at least 2 calibration images (some are held out for checking)")
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(images))
-    holdout = min(holdout, max(1, len(images) // 5))
-    held = [images[i] for i in order[:holdout]]
-    calib = [images[i] for i in order[holdout : holdout + samples]]
+    calib, held = _split(images, samples, holdout)
     fp32 = ImageExtractor(source, cfg.model_copy(update={"warmup": False}))
     try:
         calib_tensors = _load_tensors(fp32, calib)
@@ -111,26 +150,8 @@ def quantize_static_int8(
     out_name = f"{source.manifest.name}_{variant_name}.onnx"
     target = registry.write_dir / out_name
     with tempfile.TemporaryDirectory(dir=registry.write_dir) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source.path), str(prepared), skip_symbolic_shape=True)
         staged = Path(tmp) / out_name
-        chatter = io.StringIO()  # onnxruntime's calibrators print() progress; keep stdout clean
-        with contextlib.redirect_stdout(chatter):
-            quantize_static(
-                str(prepared),
-                str(staged),
-                _Calibration(calib_tensors, source.manifest.image.name),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=True,
-                calibrate_method={
-                    "minmax": CalibrationMethod.MinMax,
-                    "percentile": CalibrationMethod.Percentile,
-                }[method],
-            )
-        log.debug("quantize_static: %s", chatter.getvalue().strip())
+        _write_qdq(source, staged, calib_tensors, method)
         digest = sha256_file(staged)
         variant = Variant(
             file=out_name,
@@ -141,12 +162,7 @@ def quantize_static_int8(
             "per-channel, reduce_range",
         )
         candidate = ResolvedModel(source.manifest, variant_name, variant, staged, digest)
-        int8 = ImageExtractor(candidate, cfg.model_copy(update={"warmup": False}))
-        try:
-            quantised = int8.embed_tensors(held_tensors)
-        finally:
-            int8.close()
-        cosines = np.sum(reference * quantised, axis=1)
+        cosines = np.sum(reference * _embed(candidate, cfg, held_tensors), axis=1)
         report = QuantizeReport(
             target,
             variant_name,
@@ -154,17 +170,23 @@ def quantize_static_int8(
             len(held_tensors),
             float(cosines.mean()),
             float(cosines.min()),
-            accepted=True,
+            accepted=report_ok(float(cosines.mean()), force),
         )
-        if report.cosine_mean < REFUSE_BELOW and not force:
-            report.accepted = False
+        if not report.accepted:
             return report
-        if report.cosine_mean < WARN_BELOW:
-            log.warning(
-                "int8 embeddings agree poorly with fp32 (mean cosine %.3f); check retrieval "
-                "quality with `agent eval` before using it",
-                report.cosine_mean,
-            )
         os.replace(staged, target)
     registry.add_variant(source.manifest, variant_name, variant)
     return report
+
+
+def report_ok(cosine_mean: float, force: bool) -> bool:
+    """Whether an int8 variant whose embeddings agree this well with fp32's is kept."""
+    if cosine_mean < REFUSE_BELOW and not force:
+        return False
+    if cosine_mean < WARN_BELOW:
+        log.warning(
+            "int8 embeddings agree poorly with fp32 (mean cosine %.3f); check retrieval "
+            "quality with `agent eval` before using it",
+            cosine_mean,
+        )
+    return True

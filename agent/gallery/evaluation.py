@@ -1,0 +1,230 @@
+"""Retrieval quality: recall@K, precision@K, mAP, score distributions, a suggested threshold.
+
+Definitions (image-level ranking of the whole gallery per query, as in `../shared/data`):
+recall@K is the share of queries with at least one same-identity image in the top K;
+precision@K the mean share of same-identity images among the top K; AP the mean of precision
+at each same-identity image's rank. identity_recall@K counts a query when its identity is among
+the first K distinct identities of the ranking (what an operator sees). Queries whose identity
+is not in the gallery are counted and left out of these averages.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import AgentConfig
+from agent.errors import InputError
+from agent.gallery.enroll import Problem, enroll, read_image_file, scan
+from agent.gallery.gallery import Gallery
+from agent.gallery.models import embedder_for, gallery_model
+from agent.gallery.store import GallerySettings
+
+log = logging.getLogger(__name__)
+TARGET_PRECISION = 0.95
+Progress = Callable[[str, int], Callable[[int], None]]  # (task, total) -> advance(n)
+
+
+def _distribution(x: np.ndarray) -> dict[str, float]:
+    if len(x) == 0:
+        return {"count": 0}
+    p5, p50, p95 = np.percentile(x, [5, 50, 95])
+    return {
+        "count": len(x),
+        "mean": round(float(x.mean()), 4),
+        "std": round(float(x.std()), 4),
+        "p5": round(float(p5), 4),
+        "p50": round(float(p50), 4),
+        "p95": round(float(p95), 4),
+    }
+
+
+def _first_distinct(ranked: np.ndarray, k: int, truth: str) -> bool:
+    """Whether `truth` is among the first k distinct labels of a ranking."""
+    seen: set[str] = set()
+    for label in ranked:
+        if label == truth:
+            return True
+        seen.add(label)
+        if len(seen) >= k:
+            return False
+    return False
+
+
+def suggest_threshold(top_scores: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
+    """Thresholds on the top-1 score: the F1-best one, and the lowest reaching the target
+    precision (accept = score >= t; precision over accepted, recall over all queries)."""
+    order = np.argsort(-top_scores, kind="stable")
+    scores, hits = top_scores[order], correct[order].astype(float)
+    tp = np.cumsum(hits)
+    accepted = np.arange(1, len(scores) + 1)
+    precision = tp / accepted
+    recall = tp / max(len(scores), 1)
+    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    best = int(np.argmax(f1))
+    reach = np.flatnonzero(precision >= TARGET_PRECISION)
+    at_target = int(reach[-1]) if len(reach) else None
+    return {
+        "f1_threshold": round(float(scores[best]), 4),
+        "f1": round(float(f1[best]), 4),
+        "f1_precision": round(float(precision[best]), 4),
+        "f1_recall": round(float(recall[best]), 4),
+        f"precision{TARGET_PRECISION:g}_threshold": (
+            round(float(scores[at_target]), 4) if at_target is not None else None
+        ),
+        f"precision{TARGET_PRECISION:g}_recall": (
+            round(float(recall[at_target]), 4) if at_target is not None else None
+        ),
+    }
+
+
+def retrieval_metrics(
+    scores: np.ndarray,
+    gallery_ids: Sequence[str],
+    query_ids: Sequence[str],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict:
+    """Metrics of a [queries, gallery] score matrix (higher = more similar)."""
+    gallery_ids = np.asarray(gallery_ids)
+    query_ids = np.asarray(query_ids)
+    known = np.isin(query_ids, gallery_ids)
+    scores, query_ids = scores[known], query_ids[known]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    relevant = gallery_ids[order] == query_ids[:, None]
+    out: dict = {"queries": int(known.sum()), "unknown_queries": int((~known).sum())}
+    if len(query_ids) == 0:
+        return out
+    for k in ks:
+        top = relevant[:, :k]
+        out[f"recall@{k}"] = round(float(top.any(axis=1).mean()), 4)
+        out[f"precision@{k}"] = round(float(top.mean(axis=1).mean()), 4)
+    ranked_ids = gallery_ids[order]
+    for k in ks:
+        found = [
+            _first_distinct(row, k, truth) for truth, row in zip(query_ids, ranked_ids, strict=True)
+        ]
+        out[f"identity_recall@{k}"] = round(float(np.mean(found)), 4)
+    hits = np.cumsum(relevant, axis=1)
+    ranks = np.arange(1, relevant.shape[1] + 1)
+    ap = (hits / ranks * relevant).sum(axis=1) / relevant.sum(axis=1)
+    out["mAP"] = round(float(ap.mean()), 4)
+    same = gallery_ids[None, :] == query_ids[:, None]
+    same_scores, diff_scores = scores[same], scores[~same]
+    out["same_identity"] = _distribution(same_scores)
+    out["different_identity"] = _distribution(diff_scores)
+    if len(same_scores) and len(diff_scores):
+        gap = float(same_scores.mean() - diff_scores.mean())
+        pooled = np.sqrt((same_scores.var() + diff_scores.var()) / 2)
+        out["gap"] = round(gap, 4)
+        out["d_prime"] = round(float(gap / pooled), 3) if pooled > 0 else None
+    top1 = scores[np.arange(len(scores)), order[:, 0]]
+    out["threshold"] = suggest_threshold(top1, relevant[:, 0])
+    return out
+
+
+def _no_progress(task: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def evaluate(
+    cfg: AgentConfig,
+    gallery: Path,
+    queries: Path,
+    ks: Sequence[int] = (1, 5, 10),
+    model: str | None = None,
+    variant: str | None = None,
+    plain: bool = False,
+    per_query: bool = False,
+    progress: Progress = _no_progress,
+) -> dict:
+    """Retrieval metrics of labelled queries (DIR/<identity>/<image>) against a gallery, or
+    against a folder of images enrolled into a temporary gallery with the configured settings.
+
+    per_query: also each query's top identity and score, from `Gallery.search` (the ranking
+    `agent run` publishes), with the gallery searched exactly.
+    """
+    query_items, problems = scan(queries)
+    for p in problems:
+        log.warning("queries: %s: %s", p.path, p.message)
+    with ExitStack() as stack:
+        if Gallery.exists(gallery):
+            g = stack.enter_context(Gallery.open(gallery))
+            embedder = stack.enter_context(embedder_for(cfg, g, model, variant))
+            if plain and g.settings.flip:
+                log.warning(
+                    "gallery %s was enrolled with flip averaging; for the plain baseline "
+                    "enroll it with --plain",
+                    gallery,
+                )
+            on_the_fly = False
+        elif gallery.is_dir():
+            embedder = stack.enter_context(embedder_for(cfg, None, model, variant))
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-eval-")))
+            settings = GallerySettings.from_config(cfg.gallery, plain=plain)
+            g = stack.enter_context(
+                Gallery.create(tmp / "gallery", gallery_model(embedder.model), settings)
+            )
+            files, _ = scan(gallery)
+            enroll(g, embedder, files, progress=progress("enrolling gallery", len(files)))
+            on_the_fly = True
+        else:
+            raise InputError(f"{gallery}: neither a gallery nor a folder of images")
+        items, read_ok = [], []
+        for item in query_items:
+            image = read_image_file(item.path)
+            if isinstance(image, Problem):
+                log.warning("query skipped: %s", image.message)
+                continue
+            items.append(image)
+            read_ok.append(item)
+        if not items:
+            raise InputError("no query image could be read")
+        flip = g.settings.flip and cfg.gallery.flip_queries and not plain
+        embedded = embedder.embed(
+            items, flip=flip, progress=progress("embedding queries", len(items))
+        )
+        for err in embedded.errors:
+            log.warning("query skipped: %s", err.message)
+        ok = np.flatnonzero(embedded.ok)
+        if len(ok) == 0:
+            raise InputError("no query image could be embedded")
+        vectors = embedded.vectors[ok]
+        truth = [read_ok[i].identity for i in ok]
+        scores, gallery_ids = g.score_matrix(vectors, plain=plain)
+        metrics = retrieval_metrics(scores, gallery_ids, truth, ks)
+        metrics.update(
+            {
+                "model": g.model.label,
+                "gallery": str(gallery),
+                "gallery_enrolled_on_the_fly": on_the_fly,
+                "gallery_images": g.count,
+                "plain": plain,
+                "features": {
+                    "flip_gallery": g.settings.flip,
+                    "flip_queries": flip,
+                    "whitened_dim": g.projection.out_dim if (g.projection and not plain) else 0,
+                    "identity_weight": 0.0 if plain else g.settings.identity_weight,
+                },
+                "failed_queries": len(embedded.errors),
+                "inferences": embedder.inferences,
+            }
+        )
+        if per_query:
+            weight = 0.0 if plain else None
+            results = g.search(vectors, k=1, candidates=cfg.gallery.candidates,
+                               identity_weight=weight, exact=True)  # fmt: skip
+            metrics["per_query"] = [
+                {
+                    "path": str(read_ok[i].path),
+                    "identity": read_ok[i].identity,
+                    "top_identity": r.identities[0].identity if r.identities else None,
+                    "top_score": round(r.identities[0].score, 6) if r.identities else None,
+                }
+                for i, r in zip(ok, results, strict=True)
+            ]
+    return metrics

@@ -1,0 +1,411 @@
+"""`Gallery`: one gallery directory as a store (the truth) plus its search space (derived).
+
+Consistency: every change is one SQLite transaction that also bumps `version`. The index file
+is then rewritten atomically (temp file, fsync, rename) and `index_version` is set to `version`
+in a second transaction. On open, an index whose `index_version` or size disagrees with the
+database is rebuilt from the database (a writer saves the repair; a reader repairs in memory
+and says so), so a crash at any point is never served as a wrong answer. A reader that opens
+while a writer is between its two transactions waits briefly for the writer to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from agent.atomic import atomic_write_with
+from agent.gallery.scoring import (
+    ScoredImage,
+    SearchResult,
+    blended_matrix,
+    normalise,
+    rank_candidates,
+)
+from agent.gallery.space import Index, PCAProjection, SearchSpace, restore_index
+from agent.gallery.store import (
+    DB_FILE,
+    INDEX_FILE,
+    Entry,
+    GalleryError,
+    GalleryModel,
+    GallerySettings,
+    GalleryStore,
+    NewVector,
+    check_identity,
+)
+
+log = logging.getLogger(__name__)
+
+READER_WAIT_S = 10.0
+EXACT_BELOW = 4096  # galleries this small are searched exhaustively: exact, and about as fast
+_NO_KEY = np.iinfo(np.uint64).max
+
+
+class Gallery:
+    """Open with `Gallery.open(path)` (readers) or `Gallery.open(path, writable=True)`."""
+
+    def __init__(self, store: GalleryStore):
+        self.store = store
+        self.path = store.path
+        self.meta = store.meta
+        self.model = GalleryModel.from_meta(store.meta)
+        self.settings = GallerySettings.from_meta(store.meta)
+        self.space = SearchSpace(self.settings, self.model.dim, store)
+        self._dirty_identities: set[str] = set()
+        self._full_rebuild = False
+        self.repaired: str | None = None
+        self.memory_mapped = False  # True when the index file is viewed (mmap), not loaded
+        self._open_index()
+
+    # ---- opening ------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return GalleryStore.exists(path)
+
+    @classmethod
+    def open(cls, path: Path, writable: bool = False) -> Gallery:
+        store = GalleryStore.open(path, writable)
+        try:
+            return cls(store)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def create(cls, path: Path, model: GalleryModel, settings: GallerySettings) -> Gallery:
+        store = GalleryStore.create(path, model, settings)
+        try:
+            return cls(store)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def open_or_create(cls, path: Path, model: GalleryModel, settings: GallerySettings) -> Gallery:
+        if cls.exists(path):
+            gallery = cls.open(path, writable=True)
+            try:
+                gallery.check_model(model)
+            except BaseException:
+                gallery.close()
+                raise
+            return gallery
+        return cls.create(path, model, settings)
+
+    @property
+    def writable(self) -> bool:
+        return self.store.writable
+
+    def close(self) -> None:
+        if self.writable and (self._dirty_identities or self._full_rebuild):
+            self.flush()
+        self.store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self.writable:
+            # Committed rows stay (the next open repairs the index); skip the expensive flush.
+            self._dirty_identities.clear()
+            self._full_rebuild = False
+        self.close()
+
+    # ---- what it holds --------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return int(self.store.meta_value("version"))
+
+    @property
+    def index_version(self) -> int:
+        """The version the saved index file belongs to (lags `version` while a writer works)."""
+        return int(self.store.meta_value("index_version"))
+
+    @property
+    def count(self) -> int:
+        return self.store.count
+
+    @property
+    def index(self) -> Index:
+        return self.space.index
+
+    @property
+    def projection(self) -> PCAProjection | None:
+        return self.space.projection
+
+    @property
+    def search_dim(self) -> int:
+        return self.space.dim
+
+    def entries(self, identity: str | None = None) -> list[Entry]:
+        return self.store.entries(identity)
+
+    def identities(self) -> list[tuple[str, int, float]]:
+        """(identity, image count, last enrolled time), sorted by name."""
+        return self.store.identities()
+
+    def raw_vectors(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """All (keys, identities, model-space vectors) in key order."""
+        chunks = list(self.store.iter_vectors())
+        if not chunks:
+            return np.zeros(0, np.uint64), [], np.zeros((0, self.model.dim), np.float32)
+        ids = [i for _, chunk_ids, _ in chunks for i in chunk_ids]
+        return np.concatenate([c[0] for c in chunks]), ids, np.concatenate([c[2] for c in chunks])
+
+    def check_model(self, model: GalleryModel) -> None:
+        if model.fingerprint == self.model.fingerprint:
+            return
+        what = (
+            f"{model.label} ({model.dim}-d)"
+            if model.label != self.model.label or model.dim != self.model.dim
+            else f"{model.label} with different weights or preprocessing"
+        )
+        raise GalleryError(
+            f"gallery {self.path} was built with {self.model.label} ({self.model.dim}-d), "
+            f"not {what}; re-enroll into a new --gallery, or run "
+            f"`agent gallery reindex --model {model.name} --variant {model.variant}`"
+        )
+
+    def to_search_space(self, vectors: np.ndarray) -> np.ndarray:
+        return self.space.transform(vectors, f"gallery {self.path} ({self.model.label})")
+
+    # ---- index consistency ------------------------------------------------------------------
+
+    def _index_problem(self) -> str | None:
+        """Why the stored index cannot be served, or None when it matches the database."""
+        store = self.store
+        if store.meta_value("index_version") != store.meta_value("version"):
+            return "index is older than the metadata (interrupted write)"
+        if store.count and not (self.path / INDEX_FILE).exists():
+            return "index file is missing"
+        if len(self.space.centroid_ids) != store.identity_count():
+            return "identity centroids disagree with the metadata"
+        return None
+
+    def _open_index(self) -> None:
+        problem = self._index_problem()
+        if problem and not self.writable and self.store.writer_active():
+            deadline = time.monotonic() + READER_WAIT_S
+            while problem and time.monotonic() < deadline:
+                time.sleep(0.05)
+                problem = self._index_problem()
+            if not problem:
+                self.space = SearchSpace(self.settings, self.model.dim, self.store)
+        if not problem and self.count:
+            try:
+                index = restore_index(self.path / INDEX_FILE, view=not self.writable)
+            except Exception as exc:  # corrupt or truncated file
+                problem = f"index file cannot be read ({exc})"
+            else:
+                if index is None or len(index) != self.count or index.ndim != self.search_dim:
+                    problem = "index size or dimension disagrees with the metadata"
+                else:
+                    self.space.index = index
+                self.memory_mapped = not self.writable and problem is None
+        if problem is None:
+            return
+        self.repaired = problem
+        if self.writable:
+            log.warning(
+                "gallery %s: %s; rebuilding the index from the database", self.path, problem
+            )
+            self._full_rebuild = True
+            self.flush()
+            return
+        log.warning(
+            "gallery %s: %s; serving an index rebuilt in memory (`agent gallery repair` "
+            "saves the repair)",
+            self.path,
+            problem,
+        )
+        projection, _ = self.space.plan_projection(self.store)
+        self.space.rebuild(self.store, projection)
+
+    def flush(self) -> None:
+        """Bring projection, centroids and the index file up to date with the database."""
+        self.store.require_writable()
+        space, store = self.space, self.store
+        projection, changed = space.plan_projection(store)
+        if changed:
+            self._full_rebuild = True
+        if self._full_rebuild:
+            space.rebuild(store, projection)
+            centroids, stale = space.compute_centroids(store), set()
+        else:
+            centroids = space.compute_centroids(store, self._dirty_identities)
+            stale = self._dirty_identities - set(centroids.names)
+        version = store.meta_value("version")
+        if store.count:
+            atomic_write_with(self.path / INDEX_FILE, lambda tmp: space.index.save(str(tmp)))
+        else:
+            (self.path / INDEX_FILE).unlink(missing_ok=True)
+        with store.transaction():
+            if self._full_rebuild:
+                stored = space.projection.stored() if space.projection else None
+                store.save_projection(stored, store.count)
+            store.save_centroids(centroids.names, centroids.vectors, stale, self._full_rebuild)
+            store.set_meta(index_version=version)
+        self._dirty_identities.clear()
+        self._full_rebuild = False
+        space.reload_centroids(store)
+
+    # ---- changes --------------------------------------------------------------------------
+
+    def apply(
+        self,
+        add: Sequence[NewVector] = (),
+        remove: Sequence[int] = (),
+        model: GalleryModel | None = None,
+    ) -> list[int]:
+        """Add and remove vectors in one transaction; returns the new keys.
+
+        The index in memory follows at once; the index file at the next `flush()`.
+        """
+        self.store.require_writable()
+        model = model or self.model
+        self.check_model(model)
+        for item in add:
+            problem = check_identity(item.identity)
+            if problem:
+                raise GalleryError(problem)
+            if item.vector.shape != (self.model.dim,):
+                raise GalleryError(
+                    f"vector of {item.source} has shape {item.vector.shape}, "
+                    f"gallery expects ({self.model.dim},)"
+                )
+        if not add and not remove:
+            return []
+        with self.store.transaction():
+            removed_ids = self.store.delete(remove)
+            keys = self.store.insert(add, model)
+            self.store.bump_version()
+        if remove:
+            self.space.remove(list(remove))
+        if add:
+            dtype = self.settings.vector_dtype
+            raw = np.stack([np.asarray(i.vector, dtype) for i in add]).astype(np.float32)
+            self.space.add(keys, raw)
+        self._dirty_identities |= {i.identity for i in add} | set(removed_ids)
+        return keys
+
+    def remove_identity(self, identity: str) -> int:
+        keys = [e.key for e in self.entries(identity=identity)]
+        if not keys:
+            raise GalleryError(f"identity {identity!r} is not in gallery {self.path}")
+        self.apply(remove=keys)
+        return len(keys)
+
+    def replace_model(
+        self, model: GalleryModel, vectors: dict[int, np.ndarray], drop: Sequence[int] = ()
+    ) -> None:
+        """Re-embedding (reindex): new vectors for every key and the new model, atomically."""
+        self.store.require_writable()
+        with self.store.transaction():
+            self.store.delete(drop)
+            self.store.replace_vectors(model, vectors)
+            self.store.save_projection(None, 0)
+            self.store.bump_version()
+        self.model = model
+        self.space = SearchSpace(self.settings, model.dim, self.store)
+        self._full_rebuild = True
+        self.flush()
+
+    # ---- scoring --------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 5,
+        threshold: float | None = None,
+        candidates: int = 100,
+        identity_weight: float | None = None,
+        exact: bool = False,
+    ) -> list[SearchResult]:
+        """Per query: the top-k images and top-k identities, scores in [-1, 1], best first.
+
+        exact: compare with every vector (small galleries always are).
+        """
+        space = self.to_search_space(queries)
+        size = len(self.index)  # not count(*): that scans the table on every query
+        if size == 0:
+            return [SearchResult() for _ in range(len(space))]
+        weight = self.settings.identity_weight if identity_weight is None else identity_weight
+        count = min(max(candidates, k), size)
+        found = self.index.search(space, count, exact=exact or size <= EXACT_BELOW)
+        all_keys = np.atleast_2d(found.keys)
+        all_dist = np.atleast_2d(found.distances)
+        info = self.store.lookup(all_keys[all_keys != _NO_KEY].ravel())
+        centroid_scores = self.space.centroid_scores(space)
+        results = []
+        for row in range(len(space)):
+            cands = [
+                ScoredImage(int(key), *info[int(key)], 1.0 - float(d))
+                for key, d in zip(all_keys[row], all_dist[row], strict=True)
+                if int(key) in info
+            ]
+            results.append(
+                rank_candidates(
+                    cands,
+                    centroid_scores[row] if centroid_scores is not None else None,
+                    self.space.centroid_row,
+                    self.space.centroid_ids,
+                    weight,
+                    k,
+                    threshold,
+                )
+            )
+        return results
+
+    def score_matrix(
+        self, queries: np.ndarray, plain: bool = False
+    ) -> tuple[np.ndarray, list[str]]:
+        """Exact image-level scores of every query against every gallery image, blended with
+        the stored centroids as `search` blends its hits (for evaluation).
+
+        plain: raw cosine in model space, ignoring whitening and identity aggregation.
+        """
+        _, ids, raw = self.raw_vectors()
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        if plain:
+            return normalise(queries) @ normalise(raw).T, ids
+        q = self.to_search_space(queries)
+        gallery = self.projection.transform(raw) if self.projection else raw
+        row = self.space.centroid_row
+        owners = np.array([row.get(i, -1) for i in ids], dtype=np.int64)
+        scores = blended_matrix(
+            q @ gallery.T, owners, self.space.centroid_scores(q), self.settings.identity_weight
+        )
+        return scores, ids
+
+    # ---- reports --------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        index_file = self.path / INDEX_FILE
+        return {
+            "path": str(self.path),
+            "model": self.model.label,
+            "model_fingerprint": self.model.fingerprint,
+            "dim": self.model.dim,
+            "search_dim": self.search_dim,
+            "whitened": self.projection is not None,
+            "settings": asdict(self.settings),
+            "vectors": self.count,
+            "identities": self.store.identity_count(),
+            "version": self.version,
+            "index_bytes": index_file.stat().st_size if index_file.exists() else 0,
+            "db_bytes": (self.path / DB_FILE).stat().st_size,
+            "repaired": self.repaired,
+            "created_at": float(self.meta["created_at"]),
+            "updated_at": float(self.store.meta_value("updated_at")),
+        }
+
+    def export(self, target: Path) -> None:
+        """The whole gallery as one portable SQLite file (vectors, metadata; no pickle)."""
+        self.store.export(target)

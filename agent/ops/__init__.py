@@ -1,0 +1,1 @@
+"""Operating the agent: doctor, service install, systemd notifications, engine-build watch."""

@@ -1,0 +1,2 @@
+"""Frames in motion: immutable frames, sources, detectors, the cross-source pipeline and the
+match policy."""
