@@ -31,11 +31,11 @@ _EXPORTS = {
     "to_bytes": "agent.runtime.embeddings",
     "ExtractResult": "agent.runtime.extract",
     "ImageExtractor": "agent.runtime.extract",
-    "ItemError": "agent.runtime.extract",
+    "ItemError": "agent.runtime.images",
     "TextExtractor": "agent.runtime.extract",
     "Manifest": "agent.runtime.manifest",
     "load_manifest": "agent.runtime.manifest",
-    "ArrayImage": "agent.runtime.preprocess",
+    "ArrayImage": "agent.runtime.images",
     "Preprocessor": "agent.runtime.preprocess",
     "ModelRegistry": "agent.runtime.registry",
     "ResolvedModel": "agent.runtime.registry",
@@ -81,7 +81,8 @@ if TYPE_CHECKING:
     from agent.errors import AgentError, ConfigError, InputError, ModelError
     from agent.gallery.space import PCAProjection
     from agent.runtime.embeddings import from_bytes, to_bytes
-    from agent.runtime.extract import ExtractResult, ImageExtractor, ItemError, TextExtractor
+    from agent.runtime.extract import ExtractResult, ImageExtractor, TextExtractor
+    from agent.runtime.images import ArrayImage, ItemError
     from agent.runtime.manifest import Manifest, load_manifest
-    from agent.runtime.preprocess import ArrayImage, Preprocessor
+    from agent.runtime.preprocess import Preprocessor
     from agent.runtime.registry import ModelRegistry, ResolvedModel

@@ -66,7 +66,11 @@ class ModelsConfig(Section):
     decode_workers: int = Field(
         0, ge=0, description="Threads decoding and preprocessing images (0 = cores)."
     )
-    warmup: bool = Field(True, description="Run one dummy batch when a session is created.")
+    warmup: bool = Field(
+        True,
+        description="GPU providers: run dummy batches (1 and max_batch) when a session is created, "
+        "so CUDA picks its kernels before the first real frame. The CPU provider needs none.",
+    )
     trt_fp16: bool = Field(True, description="Let TensorRT build fp16 kernels.")
     trt_int8: bool = Field(
         True,

@@ -122,3 +122,20 @@ def test_onnxruntime_and_usearch_load_in_either_order():
         code = f"import {first}, {then}; print('ok')"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout.strip() == "ok", (first, out.returncode)
+
+
+def test_gallery_list_reads_metadata_without_numpy_or_the_index(tmp_path):
+    from agent.gallery.store import GalleryModel, GallerySettings, GalleryStore
+
+    store = GalleryStore.create(tmp_path / "g", GalleryModel("m", "fp32", "f" * 16, "0", 4),
+                                GallerySettings())  # fmt: skip
+    store.close()
+    probe = (
+        "import atexit, sys; atexit.register(lambda: print(sorted({m.split('.')[0] for m in "
+        f"sys.modules if m.split('.')[0] in {HEAVY[:-1]!r}}}))); "
+        f"sys.argv = ['agent', 'gallery', 'list', '-g', {str(tmp_path / 'g')!r}, '--json']; "
+        "from agent.cli import main; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("[]"), out.stdout

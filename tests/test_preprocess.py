@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from agent.errors import InputError
+from agent.runtime.images import ArrayImage
 from agent.runtime.manifest import ImageInput
-from agent.runtime.preprocess import ArrayImage, Preprocessor, load_pixels, resize_to_input
+from agent.runtime.preprocess import Preprocessor, load_pixels, resize_to_input
 
 from .conftest import photo_like, write_image
 

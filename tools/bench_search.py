@@ -74,10 +74,10 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def bench_usearch(base, queries, truth, dtype: str, tmp: Path, ef: int) -> dict:
+def bench_usearch(base, queries, truth, dtype: str, tmp: Path, ef: int, metric: str) -> dict:
     index = Index(
         ndim=base.shape[1],
-        metric="cos",
+        metric=metric,
         dtype=dtype,
         connectivity=M,
         expansion_add=EF_ADD,
@@ -106,7 +106,7 @@ def bench_usearch(base, queries, truth, dtype: str, tmp: Path, ef: int) -> dict:
     del viewed
     path.unlink()
     return {
-        "engine": "usearch", "ef": ef, "dtype": dtype, "build_s": build,
+        "engine": f"usearch-{metric}", "ef": ef, "dtype": dtype, "build_s": build,
         "p50_ms": p50, "p99_ms": p99,
         "batch_qps": qps, "recall@10": recall(found, truth), "memory_mb": memory,
         "load_s": load_s, "view_s": view_s,
@@ -147,6 +147,12 @@ def main() -> None:
     parser.add_argument("--faiss-max", type=int, default=1_000_000, help="Skip FAISS above this.")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--ef", type=int, default=EF_SEARCH, help="HNSW expansion at search.")
+    parser.add_argument(
+        "--metrics",
+        default="ip,cos",
+        help="USearch metrics to compare "
+        "(ip equals cos on unit vectors, which is all the gallery holds).",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     console = Console(width=160)
@@ -157,10 +163,12 @@ def main() -> None:
         queries, _ = clustered(args.queries, args.dim, 0, rng, centres)
         truth = exact_top(base, queries, K)
         with tempfile.TemporaryDirectory() as tmp:
-            for dtype in args.dtypes.split(","):
-                row = bench_usearch(base, queries, truth, dtype, Path(tmp), args.ef) | {"n": n}
-                rows.append(row)
-                console.print(row)
+            for metric in args.metrics.split(","):
+                for dtype in args.dtypes.split(","):
+                    row = bench_usearch(base, queries, truth, dtype, Path(tmp), args.ef,
+                                        metric) | {"n": n}  # fmt: skip
+                    rows.append(row)
+                    console.print(row)
         if n <= args.faiss_max:
             row = bench_faiss(base, queries, truth, args.ef) | {"n": n}
             rows.append(row)

@@ -1,84 +1,23 @@
-"""The `agent` command line."""
+"""The `agent` command line: `main` is the console script; the commands live in `app`."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import typer
-
-from agent.cli import (
-    bench_cmd,
-    config_cmd,
-    doctor_cmd,
-    embed_cmd,
-    enroll_cmd,
-    eval_cmd,
-    events_cmd,
-    gallery_cmd,
-    models_cmd,
-    run_cmd,
-    search_cmd,
-    service_cmd,
-    status_cmd,
-)
-from agent.cli.common import State, err_console, setup_logging
+from agent import __version__
 from agent.errors import AgentError
-
-app = typer.Typer(
-    name="agent",
-    help="Edge embedding agent: ONNX feature extraction, a local gallery, MQTT events.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(models_cmd.app, name="models")
-app.add_typer(bench_cmd.app, name="bench")
-app.add_typer(gallery_cmd.app, name="gallery")
-app.add_typer(events_cmd.app, name="events")
-app.add_typer(service_cmd.app, name="service")
-app.command("run")(run_cmd.run_command)
-app.command("status")(status_cmd.status_command)
-app.command("doctor")(doctor_cmd.doctor_command)
-app.command("embed")(embed_cmd.embed)
-app.command("enroll")(enroll_cmd.enroll_command)
-app.command("search")(search_cmd.search_command)
-app.command("eval")(eval_cmd.eval_command)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from agent import __version__
-
-        print(f"agent {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    ctx: typer.Context,
-    config: Path | None = typer.Option(
-        None,
-        "--config",
-        "-c",
-        envvar="AGENT_CONFIG",
-        help="agent.toml to load.",
-        dir_okay=False,
-    ),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv)."),
-    quiet: int = typer.Option(0, "--quiet", "-q", count=True, help="Less logging (-qq)."),
-    version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
-    ),
-) -> None:
-    setup_logging(verbose - quiet)
-    ctx.obj = State(config_path=config, verbosity=verbose - quiet)
 
 
 def main() -> None:
     """Console entry point: user-facing errors are one line on stderr and a non-zero exit."""
+    if sys.argv[1:] == ["--version"]:  # answered before the command tree is built
+        print(f"agent {__version__}")
+        return
+    import typer
+
+    from agent.cli.app import app
+    from agent.cli.common import err_console
+
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as a return value here
         if isinstance(code, int) and code:

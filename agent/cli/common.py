@@ -10,13 +10,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from agent.config import AgentConfig
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: commands that print nothing never import rich."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def get(self) -> Console:
+        """The rich Console itself (for rich objects that take one)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self.get(), name)
+
+
+console = _LazyConsole(stderr=False)
+err_console = _LazyConsole(stderr=True)
 
 
 @dataclass
@@ -43,7 +64,7 @@ def setup_logging(verbosity: int) -> None:
     logging.basicConfig(
         level=level,
         format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        handlers=[RichHandler(console=err_console.get(), show_path=False, show_time=False)],
         force=True,
     )
 

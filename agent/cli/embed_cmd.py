@@ -29,7 +29,7 @@ def embed(
 
     from agent.atomic import atomic_write_bytes
     from agent.cli.inputs import collect_images
-    from agent.cli.progress import image_progress
+    from agent.cli.progress import progress_bars
     from agent.runtime.embeddings import to_bytes
     from agent.runtime.extract import ImageExtractor
 
@@ -39,9 +39,9 @@ def embed(
         raise InputError(f"--dtype must be float32 or float16, not {dtype!r}")
     images = collect_images(paths)
     with ImageExtractor.from_config(state(ctx).config, model, variant) as ex:
-        with image_progress() as bar:
-            task = bar.add_task("embedding", total=len(images))
-            result = ex.extract(images, flip=flip, progress=lambda n: bar.advance(task, n))
+        with progress_bars() as start:
+            advance = start("embedding", len(images))
+            result = ex.extract(images, flip=flip, progress=advance)
         stats = ex.stats.summary()
         label, provider = ex.model.label, ex.provider
     ok_paths = [str(p) for p, ok in zip(images, result.ok, strict=True) if ok]

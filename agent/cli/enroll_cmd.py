@@ -44,7 +44,7 @@ def enroll_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Enroll images; re-runs add only new or changed files (by content hash)."""
-    from agent.cli.progress import image_progress
+    from agent.cli.progress import progress_bars
     from agent.gallery.enroll import EnrollReport, enroll, scan
     from agent.gallery.gallery import Gallery
     from agent.gallery.models import embedder_for, gallery_model
@@ -74,8 +74,8 @@ def enroll_command(
             report = EnrollReport(str(path), embedder.model.label, True)
             report.scanned = report.added = len(candidates)
         else:
-            with image_progress() as bar:
-                task = bar.add_task("enrolling", total=len(candidates))
+            with progress_bars() as start:
+                advance = start("enrolling", len(candidates))
                 report = enroll(
                     target,
                     embedder,
@@ -83,7 +83,7 @@ def enroll_command(
                     replace=replace,
                     prune=prune,
                     dry_run=dry_run,
-                    progress=lambda n: bar.advance(task, n),
+                    progress=advance,
                 )
     report.problems = problems + report.problems
     _show(report, as_json)

@@ -31,7 +31,7 @@ def eval_command(
     """recall@K, precision@K, mAP, score distributions and a suggested threshold."""
     from rich.table import Table
 
-    from agent.cli.progress import progress_factory
+    from agent.cli.progress import progress_bars
     from agent.gallery.evaluation import evaluate
 
     try:
@@ -41,7 +41,7 @@ def eval_command(
     if not ks or ks[0] < 1:
         raise InputError("-k values must be >= 1")
     cfg = state(ctx).config
-    with progress_factory() as progress:
+    with progress_bars() as progress:
         metrics = evaluate(cfg, gallery, queries, ks, model, variant, plain, per_query, progress)
     if as_json:
         print_json(metrics)

@@ -142,11 +142,11 @@ def reindex(
     """Re-embed every vector from its source file (e.g. with a new model), atomically."""
     import numpy as np
 
-    from agent.cli.progress import image_progress
+    from agent.cli.progress import progress_bars
     from agent.gallery.gallery import Gallery
     from agent.gallery.models import gallery_model
     from agent.runtime.embedder import CachedEmbedder
-    from agent.runtime.preprocess import EncodedImage
+    from agent.runtime.images import EncodedImage
 
     cfg = state(ctx).config
     path = resolve_gallery_path(cfg, gallery)
@@ -167,11 +167,9 @@ def reindex(
                     f"{len(missing)} source files are gone (e.g. {missing[0].source}); "
                     "restore them or pass --drop-missing"
                 )
-            with image_progress() as bar:
-                task = bar.add_task("re-embedding", total=len(items))
-                embedded = embedder.embed(
-                    items, flip=g.settings.flip, progress=lambda n: bar.advance(task, n)
-                )
+            with progress_bars() as start:
+                advance = start("re-embedding", len(items))
+                embedded = embedder.embed(items, flip=g.settings.flip, progress=advance)
             failed = [keys[i] for i in np.flatnonzero(~embedded.ok)]
             if failed and not drop_missing:
                 raise InputError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.errors import InputError
-from agent.runtime.preprocess import list_images
+from agent.runtime.images import list_images
 
 
 def collect_images(paths: list[Path]) -> list[Path]:

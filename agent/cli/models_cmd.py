@@ -133,7 +133,7 @@ def quantize(
     as_json: bool = JsonOption,
 ) -> None:
     """Static int8 QDQ quantisation calibrated on your images; reports fp32-vs-int8 cosine."""
-    from agent.runtime.preprocess import list_images
+    from agent.runtime.images import list_images
     from agent.runtime.quantize import REFUSE_BELOW, quantize_static_int8
     from agent.runtime.registry import ModelRegistry
 

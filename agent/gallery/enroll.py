@@ -20,10 +20,10 @@ from agent.gallery.gallery import Gallery
 from agent.gallery.store import Entry, NewVector, check_identity
 from agent.runtime.cache import content_hash
 from agent.runtime.embedder import CachedEmbedder
-from agent.runtime.preprocess import IMAGE_SUFFIXES, EncodedImage, list_images
+from agent.runtime.images import IMAGE_SUFFIXES, EncodedImage, list_images
 
 IdFrom = Literal["folder", "filename"]
-CHUNK = 64
+CHUNK = 256
 _TRAILING_NUMBER = re.compile(r"^(.*?)[\s_\-.]*\d+$")
 
 

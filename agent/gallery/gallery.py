@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +27,6 @@ from agent.gallery.scoring import (
     normalise,
     rank_candidates,
 )
-from agent.gallery.space import Index, PCAProjection, SearchSpace, restore_index
 from agent.gallery.store import (
     DB_FILE,
     INDEX_FILE,
@@ -38,6 +38,9 @@ from agent.gallery.store import (
     NewVector,
     check_identity,
 )
+
+if TYPE_CHECKING:
+    from agent.gallery.space import Index, PCAProjection, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +58,12 @@ class Gallery:
         self.meta = store.meta
         self.model = GalleryModel.from_meta(store.meta)
         self.settings = GallerySettings.from_meta(store.meta)
-        self.space = SearchSpace(self.settings, self.model.dim, store)
+        self._space: SearchSpace | None = None  # loaded on first use (usearch, numpy)
         self._dirty_identities: set[str] = set()
         self._full_rebuild = False
-        self.repaired: str | None = None
-        self.memory_mapped = False  # True when the index file is viewed (mmap), not loaded
-        self._open_index()
+        self._repaired: str | None = None
+        self._memory_mapped = False
+        self._problem = self._check_index()
 
     # ---- opening ------------------------------------------------------------------------
 
@@ -133,6 +136,25 @@ class Gallery:
         return self.store.count
 
     @property
+    def repaired(self) -> str | None:
+        """Why the index had to be rebuilt from the database, or None when it was sound."""
+        _ = self.space
+        return self._repaired
+
+    @property
+    def memory_mapped(self) -> bool:
+        """True when the index file is viewed (mmap, readers), not loaded into memory."""
+        _ = self.space
+        return self._memory_mapped
+
+    @property
+    def space(self) -> SearchSpace:
+        """Projection, centroids and index, loaded (or rebuilt in memory) on first use."""
+        if self._space is None:
+            self._space = self._load_space()
+        return self._space
+
+    @property
     def index(self) -> Index:
         return self.space.index
 
@@ -185,53 +207,74 @@ class Gallery:
             return "index is older than the metadata (interrupted write)"
         if store.count and not (self.path / INDEX_FILE).exists():
             return "index file is missing"
-        if len(self.space.centroid_ids) != store.identity_count():
+        if store.centroid_count() != store.identity_count():
             return "identity centroids disagree with the metadata"
         return None
 
-    def _open_index(self) -> None:
+    def _check_index(self) -> str | None:
+        """Metadata checks at open: a reader waits out a writer between its two transactions;
+        a writer repairs at once. The index file itself is read with the space."""
         problem = self._index_problem()
         if problem and not self.writable and self.store.writer_active():
             deadline = time.monotonic() + READER_WAIT_S
             while problem and time.monotonic() < deadline:
                 time.sleep(0.05)
                 problem = self._index_problem()
-            if not problem:
-                self.space = SearchSpace(self.settings, self.model.dim, self.store)
+        if problem and self.writable:
+            self._repair(problem)
+            return None
+        return problem
+
+    def _repair(self, problem: str) -> None:
+        self._repaired = problem
+        log.warning("gallery %s: %s; rebuilding the index from the database", self.path, problem)
+        from agent.gallery.space import SearchSpace
+
+        self._space = SearchSpace(self.settings, self.model.dim, self.store)
+        self._full_rebuild = True
+        self.flush()
+
+    def _load_space(self) -> SearchSpace:
+        from agent.gallery.space import SearchSpace, restore_index
+
+        space = SearchSpace(self.settings, self.model.dim, self.store)
+        problem = self._problem
         if not problem and self.count:
             try:
                 index = restore_index(self.path / INDEX_FILE, view=not self.writable)
             except Exception as exc:  # corrupt or truncated file
                 problem = f"index file cannot be read ({exc})"
             else:
-                if index is None or len(index) != self.count or index.ndim != self.search_dim:
+                if index is None or len(index) != self.count or index.ndim != space.dim:
                     problem = "index size or dimension disagrees with the metadata"
                 else:
-                    self.space.index = index
-                self.memory_mapped = not self.writable and problem is None
+                    space.index = index
+                    self._memory_mapped = not self.writable
         if problem is None:
-            return
-        self.repaired = problem
+            return space
         if self.writable:
-            log.warning(
-                "gallery %s: %s; rebuilding the index from the database", self.path, problem
-            )
-            self._full_rebuild = True
-            self.flush()
-            return
+            self._space = space
+            self._repair(problem)
+            return self._space
+        self._repaired = problem
         log.warning(
             "gallery %s: %s; serving an index rebuilt in memory (`agent gallery repair` "
             "saves the repair)",
             self.path,
             problem,
         )
-        projection, _ = self.space.plan_projection(self.store)
-        self.space.rebuild(self.store, projection)
+        projection, _ = space.plan_projection(self.store)
+        space.rebuild(self.store, projection)
+        return space
 
     def flush(self) -> None:
         """Bring projection, centroids and the index file up to date with the database."""
         self.store.require_writable()
-        space, store = self.space, self.store
+        store = self.store
+        changed = self._dirty_identities or self._full_rebuild
+        if not changed and store.meta_value("index_version") == store.meta_value("version"):
+            return  # nothing changed since the index was saved
+        space = self.space
         projection, changed = space.plan_projection(store)
         if changed:
             self._full_rebuild = True
@@ -282,16 +325,17 @@ class Gallery:
                 )
         if not add and not remove:
             return []
+        space = self.space  # loaded (and checked against the file) before the rows change
         with self.store.transaction():
             removed_ids = self.store.delete(remove)
             keys = self.store.insert(add, model)
             self.store.bump_version()
         if remove:
-            self.space.remove(list(remove))
+            space.remove(list(remove))
         if add:
             dtype = self.settings.vector_dtype
             raw = np.stack([np.asarray(i.vector, dtype) for i in add]).astype(np.float32)
-            self.space.add(keys, raw)
+            space.add(keys, raw)
         self._dirty_identities |= {i.identity for i in add} | set(removed_ids)
         return keys
 
@@ -313,7 +357,9 @@ class Gallery:
             self.store.save_projection(None, 0)
             self.store.bump_version()
         self.model = model
-        self.space = SearchSpace(self.settings, model.dim, self.store)
+        from agent.gallery.space import SearchSpace
+
+        self._space = SearchSpace(self.settings, model.dim, self.store)
         self._full_rebuild = True
         self.flush()
 
@@ -376,7 +422,7 @@ class Gallery:
         if plain:
             return normalise(queries) @ normalise(raw).T, ids
         q = self.to_search_space(queries)
-        gallery = self.projection.transform(raw) if self.projection else raw
+        gallery = self.space.project(raw)
         row = self.space.centroid_row
         owners = np.array([row.get(i, -1) for i in ids], dtype=np.int64)
         scores = blended_matrix(

@@ -108,7 +108,11 @@ class SearchSpace:
             raise GalleryError(
                 f"query has {vectors.shape[1]} dimensions, {where} has {self.model_dim}"
             )
-        return self.projection.transform(vectors) if self.projection else vectors
+        return self.project(vectors)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """Model-space vectors into the search space: projected, or just unit length."""
+        return self.projection.transform(vectors) if self.projection else normalise(vectors)
 
     def centroid_scores(self, space: np.ndarray) -> np.ndarray | None:
         """[queries, identities] cosine to each centroid; None when there are none."""
@@ -136,7 +140,7 @@ class SearchSpace:
         """Centroids of the given identities (all when None) from the stored vectors."""
         sums: dict[str, np.ndarray] = {}
         for _, ids, raw in store.iter_vectors(identities):
-            space = self.projection.transform(raw) if self.projection else raw
+            space = self.project(raw)
             names, part = sum_by_identity(space, ids)
             for name, total in zip(names, part, strict=True):
                 sums[name] = sums[name] + total if name in sums else total
@@ -165,10 +169,12 @@ class SearchSpace:
     # ---- index --------------------------------------------------------------------------
 
     def new_index(self) -> Index:
+        """Inner product: every vector in the space is unit length, so it equals cosine, and it
+        costs one dot product per comparison instead of three (BENCHMARKS.md, search)."""
         s = self.settings
         return Index(
             ndim=self.dim,
-            metric="cos",
+            metric="ip",
             dtype=s.dtype,
             connectivity=s.connectivity,
             expansion_add=s.expansion_add,
@@ -178,7 +184,7 @@ class SearchSpace:
     def build_index(self, store: GalleryStore) -> Index:
         index = self.new_index()
         for keys, _, raw in store.iter_vectors():
-            index.add(keys, self.projection.transform(raw) if self.projection else raw)
+            index.add(keys, self.project(raw))
         return index
 
     def rebuild(self, store: GalleryStore, projection: PCAProjection | None) -> None:

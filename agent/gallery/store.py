@@ -9,7 +9,8 @@ Layout of a gallery directory::
 
 Concurrency: one writer at a time (an exclusive, non-blocking flock on `writer.lock`; a second
 writer gets a clear error naming the holder's pid); any number of readers, which open the
-database read-only. This module knows nothing of models or inference.
+database read-only. This module knows nothing of models or inference, and imports numpy only
+where vectors are read or written, so metadata commands (`agent gallery list`) start fast.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from agent.atomic import atomic_write_with
 from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMAT = 1
 DB_FILE = "gallery.db"
@@ -154,9 +157,9 @@ class GallerySettings:
         }
 
     @property
-    def vector_dtype(self) -> np.dtype:
-        """How vectors are stored in the database (and the index)."""
-        return np.dtype("<f4") if self.dtype == "f32" else np.dtype("<f2")
+    def vector_dtype(self) -> str:
+        """How vectors are stored in the database: little-endian float32 or float16."""
+        return "<f4" if self.dtype == "f32" else "<f2"
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,9 @@ class GalleryStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM vectors").fetchone()[0])
 
+    def centroid_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM centroids").fetchone()[0])
+
     def identity_count(self) -> int:
         return int(self._db.execute("SELECT count(DISTINCT identity) FROM vectors").fetchone()[0])
 
@@ -361,6 +367,8 @@ class GalleryStore:
 
     def insert(self, items: Sequence[NewVector], model: GalleryModel) -> list[int]:
         """Insert rows (inside the caller's transaction); returns their keys in order."""
+        import numpy as np
+
         now = time.time()
         keys = []
         for item in items:
@@ -397,6 +405,8 @@ class GalleryStore:
 
     def replace_vectors(self, model: GalleryModel, vectors: dict[int, np.ndarray]) -> None:
         """New vectors for existing keys, from `model` (inside the caller's transaction)."""
+        import numpy as np
+
         self._db.executemany(
             "UPDATE vectors SET vector=?, model=?, variant=?, model_sha256=? WHERE key=?",
             [
@@ -453,6 +463,8 @@ class GalleryStore:
     ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
         """(keys, identities, model-space vectors as float32) in chunks, in key order; all rows,
         or those of the given identities."""
+        import numpy as np
+
         sql, params = "SELECT key, identity, vector FROM vectors", []
         if identities is not None:
             params = sorted(set(identities))
@@ -468,6 +480,8 @@ class GalleryStore:
     # ---- derived state stored with the vectors ----------------------------------------------
 
     def load_projection(self) -> StoredProjection | None:
+        import numpy as np
+
         row = self._db.execute(
             "SELECT mean, components, scale FROM projection WHERE id=1"
         ).fetchone()
@@ -495,6 +509,8 @@ class GalleryStore:
 
     def load_centroids(self) -> tuple[list[str], np.ndarray | None]:
         """Identity names (sorted) and their centroid rows; None for the rows when empty."""
+        import numpy as np
+
         rows = self._db.execute(
             "SELECT identity, count, vector FROM centroids ORDER BY identity"
         ).fetchall()

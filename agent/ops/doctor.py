@@ -145,7 +145,7 @@ def _with_timeout(fn: Callable[[], str], seconds: float) -> str:
 def _source(src: SourceConfig) -> Check:
     import cv2
 
-    from agent.runtime.preprocess import IMAGE_SUFFIXES
+    from agent.runtime.images import IMAGE_SUFFIXES
     from agent.stream.sources import VideoSource, resolve_kind
 
     kind = resolve_kind(src)

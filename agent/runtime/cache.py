@@ -1,4 +1,5 @@
 """Persistent LRU embedding cache: SQLite (WAL) keyed by content hash + model fingerprint.
+numpy is imported where vectors are read or written, not to open the cache.
 
 Re-enrolling an unchanged folder, or seeing the same crop twice, costs a lookup instead of an
 inference. Several processes may share one cache file (the CLI and the running agent): SQLite
@@ -14,8 +15,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,9 @@ CREATE INDEX IF NOT EXISTS entries_last_used ON entries(last_used);
 def content_hash(data: bytes | np.ndarray) -> str:
     """128-bit BLAKE2b of file bytes, or of decoded pixels (with their shape and dtype)."""
     h = hashlib.blake2b(digest_size=16)
-    if isinstance(data, np.ndarray):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        import numpy as np
+
         h.update(f"{data.shape}{data.dtype.str}".encode())
         data = np.ascontiguousarray(data).tobytes()
     h.update(data)
@@ -101,6 +106,8 @@ class EmbeddingCache:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """Cached embeddings for the keys found; touches them (most recently used)."""
+        import numpy as np
+
         keys = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), 500):
@@ -125,6 +132,8 @@ class EmbeddingCache:
         return self.get_many([key]).get(key)
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
+        import numpy as np
+
         if not items:
             return
         now = time.time_ns()

@@ -2,20 +2,25 @@
 
 Enrollment, search, evaluation and the running agent ask this for embeddings; only content the
 cache has not seen (for this model fingerprint and flip setting) reaches the ONNX session.
+onnxruntime, OpenCV and numpy are loaded by the first `embed`, so a command that ends up with
+nothing to embed (re-enrolling an unchanged folder) never loads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
 from agent.runtime.cache import EmbeddingCache, cache_key, content_hash
-from agent.runtime.extract import ImageExtractor, ItemError, resolve_image_model
-from agent.runtime.preprocess import ArrayImage, EncodedImage
-from agent.runtime.registry import ResolvedModel
+from agent.runtime.images import ArrayImage, EncodedImage, ItemError
+from agent.runtime.registry import ResolvedModel, resolve_image_model
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from agent.runtime.extract import ImageExtractor
 
 
 @dataclass
@@ -52,6 +57,8 @@ class CachedEmbedder:
     @property
     def extractor(self) -> ImageExtractor:
         if self._extractor is None:
+            from agent.runtime.extract import ImageExtractor
+
             self._extractor = ImageExtractor(self.model, self.cfg.models, self.cfg.trt_cache_path)
         return self._extractor
 
@@ -80,6 +87,8 @@ class CachedEmbedder:
 
         cached=False skips the cache (no hashing, lookups or writes), e.g. for live frames.
         """
+        import numpy as np
+
         n = len(items)
         if not cached:
             result = self.extractor.extract(items, flip=flip, progress=progress)

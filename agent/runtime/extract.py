@@ -15,8 +15,9 @@ import numpy as np
 from agent.config import AgentConfig, ModelsConfig
 from agent.errors import InputError, ModelError
 from agent.metrics import PipelineStats, Stopwatch
-from agent.runtime.preprocess import ImageLike, Preprocessor, describe, load_pixels
-from agent.runtime.registry import ModelRegistry, ResolvedModel
+from agent.runtime.images import ImageLike, ItemError, describe
+from agent.runtime.preprocess import Preprocessor, load_pixels
+from agent.runtime.registry import ModelRegistry, ResolvedModel, resolve_image_model
 from agent.runtime.session import (
     GPU_PROVIDERS,
     BoundRunner,
@@ -26,13 +27,6 @@ from agent.runtime.session import (
 
 log = logging.getLogger(__name__)
 MIN_NORM = 1e-12
-
-
-@dataclass(frozen=True)
-class ItemError:
-    index: int
-    source: str
-    message: str
 
 
 @dataclass
@@ -65,16 +59,6 @@ def normalise_checked(raw: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     out = np.zeros_like(raw)
     out[good] = raw[good] / norms[good, None]
     return out, bad
-
-
-def resolve_image_model(
-    cfg: AgentConfig, name: str | None = None, variant: str | None = None
-) -> ResolvedModel:
-    """The named model (default: the configured one, with its configured variant), verified."""
-    name = name or cfg.models.default
-    if variant is None and name == cfg.models.default:
-        variant = cfg.models.variant
-    return ModelRegistry.from_config(cfg).resolve(name, variant, verify=cfg.models.verify_sha256)
 
 
 class _OnnxModel:
@@ -147,7 +131,7 @@ class ImageExtractor(_OnnxModel):
         workers = cfg.decode_workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess")
         self.stats = PipelineStats(("decode", "preprocess", "inference"))
-        if cfg.warmup:
+        if cfg.warmup and self.provider in GPU_PROVIDERS:
             # At the largest batch too: CUDA picks its kernels per shape on the first call.
             for size in sorted({1, self.max_batch}):
                 self._run(np.zeros((size, *self.preprocessor.shape), dtype=np.float32))

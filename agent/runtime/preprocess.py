@@ -7,50 +7,16 @@ release the GIL, so a thread pool can preprocess a batch while the session runs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from agent.errors import InputError
+from agent.runtime.images import ArrayImage, ColorOrder, EncodedImage, ImageLike, describe
 from agent.runtime.manifest import ImageInput
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 HIGH_BIT_PERCENTILES = (0.5, 99.5)
-ColorOrder = Literal["BGR", "RGB", "GRAY"]
-
-
-@dataclass(frozen=True)
-class ArrayImage:
-    """A decoded image in memory, with its channel order stated."""
-
-    pixels: np.ndarray
-    color: ColorOrder = "BGR"
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """Encoded file bytes (already read, e.g. to hash them) with the name errors should show."""
-
-    data: bytes
-    name: str
-
-
-ImageLike = str | Path | bytes | np.ndarray | ArrayImage | EncodedImage
-
-
-def describe(item: ImageLike) -> str:
-    """Short name for an input, used in per-item errors."""
-    if isinstance(item, (str, Path)):
-        return str(item)
-    if isinstance(item, bytes):
-        return f"<{len(item)} bytes>"
-    if isinstance(item, EncodedImage):
-        return item.name
-    pixels = item.pixels if isinstance(item, ArrayImage) else item
-    return f"<array {'x'.join(map(str, pixels.shape))} {pixels.dtype}>"
 
 
 def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -219,11 +185,3 @@ class Preprocessor:
         if self.spec.layout == "NHWC":
             return np.ascontiguousarray(out.transpose(1, 2, 0))
         return out
-
-
-def list_images(directory: Path, recursive: bool = True) -> list[Path]:
-    """Image files under a directory (by suffix), sorted for a stable order."""
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in directory.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )

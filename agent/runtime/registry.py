@@ -12,12 +12,11 @@ import json
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.atomic import atomic_write_bytes
+from agent.config import AgentConfig
 from agent.errors import ModelError
 from agent.runtime.manifest import Manifest, Variant, dump_manifest, load_manifest
 
@@ -190,6 +189,9 @@ class ModelRegistry:
                 f"{name}:{variant_name} has no download URL; export it with the tools in tools/ "
                 f"and run `agent models import FILE --as {name}`"
             )
+        import urllib.error
+        import urllib.request
+
         self.write_dir.mkdir(parents=True, exist_ok=True)
         target = self.write_dir / spec.file
         digest = hashlib.sha256()
@@ -223,3 +225,13 @@ class ModelRegistry:
             log.warning("%s has no sha256 in its manifest; recorded %s", name, got)
             self.add_variant(manifest, variant_name, spec.model_copy(update={"sha256": got}))
         return target
+
+
+def resolve_image_model(
+    cfg: AgentConfig, name: str | None = None, variant: str | None = None
+) -> ResolvedModel:
+    """The named model (default: the configured one, with its configured variant), verified."""
+    name = name or cfg.models.default
+    if variant is None and name == cfg.models.default:
+        variant = cfg.models.variant
+    return ModelRegistry.from_config(cfg).resolve(name, variant, verify=cfg.models.verify_sha256)

@@ -22,7 +22,7 @@ from agent.events import BBox, MatchEvent, RankedIdentity, encode_embedding
 from agent.gallery.live import LiveGallery
 from agent.gallery.scoring import SearchResult
 from agent.metrics import Metrics, NullMetrics
-from agent.runtime.preprocess import ArrayImage
+from agent.runtime.images import ArrayImage
 from agent.stream.frame import Frame
 from agent.stream.match import SourcePolicy
 from agent.stream.sources import Source

@@ -24,7 +24,7 @@ import numpy as np
 from agent.config import SourceConfig
 from agent.events import SourceHealth, SourceStatus
 from agent.metrics import SourceCounters
-from agent.runtime.preprocess import IMAGE_SUFFIXES
+from agent.runtime.images import IMAGE_SUFFIXES
 from agent.stream.frame import Frame
 
 log = logging.getLogger(__name__)
