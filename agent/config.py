@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
@@ -136,30 +136,71 @@ class CacheConfig(Section):
 SourceKind = Literal["auto", "device", "stream", "file", "gstreamer", "folder"]
 
 
-class MatchPolicyConfig(Section):
-    """When a search result becomes a match event (per source, overridable in [[sources]])."""
+Auto = Literal["auto"]
 
-    threshold: float = Field(
-        0.6, ge=-1.0, le=1.0, description="Score at or above which the top identity is a match."
+
+class MatchPolicyConfig(Section):
+    """When an object (track, appearance or frame) becomes a match event (per source,
+    overridable in [[sources]]). `auto` thresholds are calibrated on the gallery itself."""
+
+    threshold: float | Auto = Field(
+        "auto",
+        description="Lowest top-identity score for a match; auto: the calibrated unknown "
+        "threshold.",
     )
-    unknown_threshold: float = Field(
-        0.4,
-        ge=-1.0,
-        le=1.0,
-        description="Score below which a crop is reported as unknown (identity null); scores "
-        "between the two thresholds are ambiguous and give no event.",
+    min_margin: float | Auto = Field(
+        "auto",
+        description="Lead of the top identity over the runner-up needed for a match; auto: "
+        "the lowest lead that reaches target_precision on the gallery's own images.",
     )
-    report_unknown: bool = Field(True, description="Publish events for unknown crops.")
+    unknown_threshold: float | Auto = Field(
+        "auto",
+        description="Top score below which an object is unknown (identity null); auto: the "
+        "score that only 1 - target_precision of right matches fall below. Between this and a "
+        "match nothing is published.",
+    )
+    target_precision: float = Field(
+        0.95, ge=0.5, le=0.999, description="Precision the auto thresholds are set for."
+    )
+    unknown_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=0.95,
+        description="Expected share of objects whose identity was never enrolled, used by the "
+        "auto thresholds; raise it where most of what the camera sees is not in the gallery.",
+    )
+    report_unknown: bool = Field(True, description="Publish events for unknown objects.")
     top_k: int = Field(3, ge=1, le=100, description="Candidates listed in each event.")
     cooldown_s: float = Field(
         10.0,
         ge=0.0,
-        description="Per source and identity: at most one event per this many seconds.",
+        description="Per source and identity: a new object with an identity already reported "
+        "within this many seconds of media time gives no new event. 0: every frame (or crop) "
+        "is judged and reported on its own, with no tracks or appearances.",
     )
-    consensus_m: int = Field(
-        1, ge=1, description="Report an identity once it is top in M of the last N frames."
+    min_frames: int = Field(
+        3,
+        ge=1,
+        description="Frames of evidence an object needs before its decision is published; "
+        "objects seen for fewer frames are decided when they end.",
     )
-    consensus_n: int = Field(1, ge=1, description="Window (frames) of the M-of-N consensus.")
+    unknown_ttl_s: float = Field(
+        300.0,
+        ge=0.0,
+        description="An unknown object seen again within this time, on any source of the box, "
+        "keeps its unknown_id.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MatchPolicyConfig:
+        t, u = self.threshold, self.unknown_threshold
+        if t != "auto" and u != "auto" and u > t:
+            raise ValueError(f"unknown_threshold ({u}) is above threshold ({t})")
+        for name in ("threshold", "unknown_threshold", "min_margin"):
+            value = getattr(self, name)
+            if value != "auto" and not -2.0 <= value <= 2.0:
+                raise ValueError(f"{name} must be auto or a number in -2..2, not {value}")
+        return self
 
 
 class SourceConfig(Section):
@@ -233,6 +274,40 @@ class DetectConfig(Section):
         description="Mean absolute grey change (0-1) on a 32x32 thumbnail below which a frame "
         "reuses the last result instead of being extracted (0 = never reuse).",
     )
+    scene_cut: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Frame mode: a mean grey change (0-1, 32x32 thumbnail) from the previous "
+        "frame above this ends an appearance and starts the next.",
+    )
+
+
+class TrackConfig(Section):
+    """Multi-object tracking of detected crops (ByteTrack-style), per source."""
+
+    high_score: float = Field(
+        0.5, ge=0.0, le=1.0, description="Detections at or above this are matched first."
+    )
+    low_score: float = Field(
+        0.1, ge=0.0, le=1.0, description="Weaker detections only keep existing tracks alive."
+    )
+    new_track_score: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Lowest score of an unmatched detection that starts a track.",
+    )
+    match_iou: float = Field(
+        0.2, ge=0.0, le=1.0, description="Lowest IoU of a detection with a track's predicted box."
+    )
+    low_match_iou: float = Field(
+        0.5, ge=0.0, le=1.0, description="Lowest IoU for the low-score second stage."
+    )
+    min_hits: int = Field(2, ge=1, description="Frames before a new track is confirmed.")
+    max_lost_s: float = Field(
+        1.5, gt=0.0, description="A track unseen for this many seconds of media time ends."
+    )
 
 
 class PipelineConfig(Section):
@@ -283,6 +358,9 @@ class MqttConfig(Section):
     topic_prefix: str | None = Field(None, description="Default: agent/<device_id>.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     commands: bool = Field(False, description="Accept commands on <prefix>/cmd/<name>.")
+    track_events: bool = Field(
+        False, description="Publish track lifecycle (new, end) on <prefix>/track (QoS 0)."
+    )
     max_inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged publishes.")
 
 
@@ -330,6 +408,7 @@ class AgentConfig(BaseSettings):
         default_factory=list, description="Cameras and files `agent run` reads ([[sources]])."
     )
     detect: DetectConfig = Field(default_factory=DetectConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
     match: MatchPolicyConfig = Field(default_factory=MatchPolicyConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)

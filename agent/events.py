@@ -47,7 +47,8 @@ class RankedIdentity(BaseModel):
 
 
 class MatchEvent(Payload):
-    """One crop (or whole frame) matched to an identity, or reported as unknown."""
+    """A decision about one object (a track, an appearance, or with cooldown_s = 0 a single
+    frame or crop): matched to an identity, or reported as unknown."""
 
     type: Literal["match"] = "match"
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Unique id.")
@@ -57,6 +58,20 @@ class MatchEvent(Payload):
     bbox: BBox
     identity: str | None = Field(description="Matched identity, null for unknown.")
     score: float = Field(description="Score of the top identity (cosine-based, -1..1).")
+    margin: float | None = Field(
+        None, description="Lead of the top identity's score over the runner-up's."
+    )
+    track_id: str | None = Field(
+        None,
+        description="The object decided on: a track (crop modes) or an appearance (frame "
+        "mode); absent when every frame is judged on its own (cooldown_s = 0).",
+    )
+    unknown_id: str | None = Field(
+        None, description="Unknowns: stays the same while the same stranger is seen again."
+    )
+    evidence_frames: int | None = Field(
+        None, description="Frames of the object's evidence behind this decision."
+    )
     candidates: list[RankedIdentity]
     model: str = Field(description="Model label (name:variant).")
     gallery_version: int
@@ -67,6 +82,20 @@ class MatchEvent(Payload):
         None, description="Base64 of the little-endian float16 embedding (optional)."
     )
     thumbnail_jpeg: str | None = Field(None, description="Base64 JPEG of the crop (optional).")
+
+
+class TrackEvent(Payload):
+    """Track lifecycle on `<prefix>/track` (off by default: mqtt.track_events)."""
+
+    type: Literal["track"] = "track"
+    source_id: str
+    track_id: str
+    phase: Literal["new", "end"]
+    frame_index: int
+    frame_time_s: float
+    bbox: BBox | None = None
+    frames: int = Field(0, description="Frames the object was seen in so far.")
+    identity: str | None = Field(None, description="Identity decided so far, if any.")
 
 
 class SourceStatus(BaseModel):
@@ -163,6 +192,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "status": StatusEvent,
     "metrics": MetricsEvent,
     "command-result": CommandResult,
+    "track": TrackEvent,
 }
 
 

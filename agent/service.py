@@ -30,6 +30,7 @@ from agent.events import (
     MetricsEvent,
     SourceMetrics,
     StatusEvent,
+    TrackEvent,
 )
 from agent.gallery.live import LiveGallery
 from agent.metrics import Metrics, ProcessMeter, RateMeter
@@ -63,9 +64,10 @@ class Agent:
         self.live.embedder.load()  # now (maybe building a TensorRT engine), not on the first frame
         self.ready = threading.Event()
         self.counters = Metrics()
-        self.sources = [make_source(s, make_prepare(cfg), self.ready) for s in cfg.sources]
+        self.sources = [make_source(s, make_prepare(cfg, s), self.ready) for s in cfg.sources]
+        track = self._emit_track if cfg.mqtt.track_events else None
         self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready,
-                                 self.counters)  # fmt: skip
+                                 self.counters, track)  # fmt: skip
         self.commands = Commands(cfg, self.live, self.counters)
         self._command_queue: queue.Queue[tuple[str, bytes, Future]] = queue.Queue()
         self.publisher = make_publisher(
@@ -86,6 +88,9 @@ class Agent:
         if self.print_events:
             sys.stdout.write(payload.decode() + "\n")
             sys.stdout.flush()
+
+    def _emit_track(self, event: TrackEvent) -> None:
+        self.publisher.publish_track(event)
 
     def status(self, state: str) -> StatusEvent:
         return StatusEvent(
@@ -229,6 +234,7 @@ class Agent:
             frames = self.pipeline.collect()
             if frames:
                 self.pipeline.process(frames)
+            self.pipeline.finish_ended_sources()
             now = time.monotonic()
             self._housekeeping(now)
             if watchdog and now >= next_ping:
@@ -281,6 +287,7 @@ class Agent:
             source.join(5)
         while frames := self.pipeline.collect(idle_wait=0):
             self.pipeline.process(frames)
+        self.pipeline.finish()
         self._run_commands()
         self._drain()
         self._report("stopped")

@@ -16,7 +16,7 @@ import tomli_w
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
-EVERY_FRAME = {"cooldown_s": 0.0, "threshold": 0.0, "unknown_threshold": 0.0}
+EVERY_FRAME = {"cooldown_s": 0.0, "threshold": 0.0, "unknown_threshold": 0.0, "min_margin": 0.0}
 
 
 def agent_config(state: Path, gallery: Path, **sections) -> dict:

@@ -50,15 +50,21 @@ def test_run_prints_schema_valid_events_and_leaves_nothing_in_the_outbox(gallery
     assert out.returncode == 3 and "not running" in out.stderr
 
 
-def test_default_policy_gives_one_event_per_product_with_cooldown(gallery, tmp_path):
-    config = agent_config(tmp_path / "state", gallery, match={"cooldown_s": 10.0,
-                          "threshold": 0.6, "unknown_threshold": 0.4})  # fmt: skip
+def test_default_policy_decides_each_appearance_once_and_right(gallery, tmp_path):
+    """The default config on the labelled clip: 8 appearances (a product each, scene cuts in
+    between), calibrated thresholds: one event per appearance, the right identity, none wrong."""
+    auto = {"cooldown_s": 10.0, "threshold": "auto", "unknown_threshold": "auto",
+            "min_margin": "auto"}  # fmt: skip
+    config = agent_config(
+        tmp_path / "state", gallery, match=auto, detect={"change_threshold": 0.02}
+    )
     agent = AgentProcess(tmp_path, config, "--fast", "-s", f"cam={CLIP}")
     assert agent.wait() == 0, agent.log()
-    identities = [e["identity"] for e in agent.events]
-    assert len(identities) == len(set(identities))  # each at most once in 20 s of clip
-    assert len(identities) >= 6  # 8 products, 2.5 s each
-    assert agent.status()["metrics"]["events_suppressed"] >= 150
+    gt = truth()
+    decided = [(e["track_id"], e["identity"], gt[e["frame_index"]]) for e in agent.events]
+    assert all(identity == right for _, identity, right in decided), decided
+    assert len(decided) == 8 and len({t for t, _, _ in decided}) == 8  # one per appearance
+    assert all(e["evidence_frames"] >= 3 and e["margin"] > 0 for e in agent.events)
 
 
 def test_change_gate_reuses_unchanged_frames(gallery, tmp_path):
@@ -156,7 +162,7 @@ def test_events_schema_command_prints_every_payload():
     out = run("events", "schema")
     assert out.returncode == 0
     data = json.loads(out.stdout)
-    assert set(data["payloads"]) == {"match", "status", "metrics", "command-result"}
+    assert set(data["payloads"]) == {"match", "status", "metrics", "command-result", "track"}
     assert "event_id" in data["payloads"]["match"]["properties"]
     assert one_error_line(run("events", "schema", "nope")).startswith("error: unknown payload")
 

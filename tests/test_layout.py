@@ -17,6 +17,7 @@ LAYERS = [
     {"agent.config", "agent.errors", "agent.events", "agent.atomic", "agent.metrics"},
     {"agent.runtime"},
     {"agent.gallery"},
+    {"agent.decide"},
     {"agent.stream"},
     {"agent.publish"},
     {"agent.ops"},

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from agent.config import AgentConfig, DetectConfig, SourceConfig
-from agent.stream.detect import ChangeGate, HaarFaces, HogPeople, make_detector
+from agent.stream.detect import FrameGate, HaarFaces, HogPeople, make_detector
 from agent.stream.frame import Frame
 from agent.stream.sources import make_source, resolve_kind
 from tests.agent_support import EXAMPLES
@@ -124,16 +124,18 @@ def test_file_that_disappears_and_comes_back_reconnects(tmp_path):
     assert first and later and source.counters.reconnects == 1 and source.health == "ok"
 
 
-def test_change_gate_reuses_still_frames_and_not_changed_ones():
-    gate = ChangeGate(0.02)
+def test_frame_gate_reuses_still_frames_and_sees_scene_cuts():
+    gate = FrameGate(0.02, 0.1)
     still = np.full((90, 120, 3), 100, np.uint8)
-    assert gate.changed(still)
-    assert not gate.changed(still.copy())
+    assert gate.check(still) == (True, True)  # the first frame starts an appearance
+    assert gate.check(still.copy()) == (False, False)
     noisy = still.copy()
     noisy[::7] += 2  # a little sensor noise
-    assert not gate.changed(noisy)
-    assert gate.changed(np.full((90, 120, 3), 160, np.uint8))
-    assert ChangeGate(0).changed(still) and ChangeGate(0).changed(still)
+    assert gate.check(noisy) == (False, False)
+    assert gate.check(np.full((90, 120, 3), 112, np.uint8)) == (True, False)  # change, no cut
+    assert gate.check(np.full((90, 120, 3), 160, np.uint8)) == (True, True)  # a new scene
+    always = FrameGate(0, 0.1)
+    assert always.check(still)[0] and always.check(still)[0]
 
 
 def test_hog_finds_people_in_a_real_street_video():

@@ -72,7 +72,7 @@ def run_agent(
         "state_dir": str(state),
         "device_id": "bench",
         "gallery": {"path": str(gallery)},
-        "match": {"cooldown_s": 0.0, "threshold": 0.0, "unknown_threshold": 0.0},
+        "match": {"cooldown_s": 0.0, "threshold": 0.0, "unknown_threshold": 0.0, "min_margin": 0.0},
         "detect": {"change_threshold": 0.0},
         "pipeline": {"max_batch": batch, "cache_frames": False},
         "metrics": {"interval_s": 1.0},

@@ -13,7 +13,7 @@ app = typer.Typer(help="Event payloads.", no_args_is_help=True)
 @app.command("schema")
 def schema(
     name: str = typer.Argument(
-        "all", help="One of match, status, metrics, command-result, or all."
+        "all", help="One of match, status, metrics, command-result, track, or all."
     ),
 ) -> None:
     """Print the JSON schema of a payload (or of all of them)."""

@@ -10,6 +10,7 @@ while a writer is between its two transactions waits briefly for the writer to f
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agent.atomic import atomic_write_with
+from agent.gallery.calibration import Samples, measure
 from agent.gallery.scoring import (
     ScoredImage,
     SearchResult,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READER_WAIT_S = 10.0
+CALIBRATION_MAX_VECTORS = 20_000  # larger galleries are calibrated on a fixed random subset
 EXACT_BELOW = 4096  # galleries this small are searched exhaustively: exact, and about as fast
 _NO_KEY = np.iinfo(np.uint64).max
 
@@ -63,6 +66,7 @@ class Gallery:
         self._full_rebuild = False
         self._repaired: str | None = None
         self._memory_mapped = False
+        self._calibration: Samples | None = None
         self._problem = self._check_index()
 
     # ---- opening ------------------------------------------------------------------------
@@ -215,6 +219,13 @@ class Gallery:
         """Metadata checks at open: a reader waits out a writer between its two transactions;
         a writer repairs at once. The index file itself is read with the space."""
         problem = self._index_problem()
+        if (
+            not problem
+            and self.writable
+            and self.count
+            and not self.store.meta_value("calibration")
+        ):
+            problem = "no decision calibration (saved by an older agent)"
         if problem and not self.writable and self.store.writer_active():
             deadline = time.monotonic() + READER_WAIT_S
             while problem and time.monotonic() < deadline:
@@ -289,15 +300,38 @@ class Gallery:
             atomic_write_with(self.path / INDEX_FILE, lambda tmp: space.index.save(str(tmp)))
         else:
             (self.path / INDEX_FILE).unlink(missing_ok=True)
+        samples = self._measure()
         with store.transaction():
             if self._full_rebuild:
                 stored = space.projection.stored() if space.projection else None
                 store.save_projection(stored, store.count)
             store.save_centroids(centroids.names, centroids.vectors, stale, self._full_rebuild)
-            store.set_meta(index_version=version)
+            store.set_meta(index_version=version, calibration=json.dumps(samples.to_json()))
+        self._calibration = samples
         self._dirty_identities.clear()
         self._full_rebuild = False
         space.reload_centroids(store)
+
+    def _measure(self) -> Samples:
+        """Calibration samples of the gallery as it is now (see `agent.gallery.calibration`)."""
+        share = min(1.0, CALIBRATION_MAX_VECTORS / max(self.count, 1))
+        rng = np.random.default_rng(0)
+        ids: list[str] = []
+        vectors = [np.zeros((0, self.search_dim), np.float32)]
+        for _, chunk_ids, raw in self.store.iter_vectors():
+            keep = rng.random(len(chunk_ids)) < share
+            ids += [i for i, k in zip(chunk_ids, keep, strict=True) if k]
+            vectors.append(self.space.project(raw[keep]))
+        return measure(np.concatenate(vectors), ids, self.settings.identity_weight)
+
+    @property
+    def calibration(self) -> Samples:
+        """The samples measured at the last save; measured now for a gallery saved before
+        calibration existed (a writer saves them: any change, or `agent gallery repair`)."""
+        if self._calibration is None:
+            text = self.store.meta_value("calibration")
+            self._calibration = Samples.from_json(json.loads(text)) if text else self._measure()
+        return self._calibration
 
     # ---- changes --------------------------------------------------------------------------
 

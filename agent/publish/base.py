@@ -12,7 +12,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-from agent.events import MetricsEvent, StatusEvent
+from agent.events import MetricsEvent, StatusEvent, TrackEvent
 from agent.metrics import Metrics, NullMetrics
 from agent.publish.outbox import Outbox, OutboxItem
 
@@ -56,6 +56,10 @@ class Publisher(ABC):
 
     @abstractmethod
     def publish_metrics(self, metrics: MetricsEvent) -> None: ...
+
+    @abstractmethod
+    def publish_track(self, event: TrackEvent) -> None:
+        """Track lifecycle is state for live views, not history: not queued, may be dropped."""
 
     def drain(self, timeout: float) -> bool:
         """Wait until the outbox is empty (True) or `timeout` passes (False)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.errors import ConfigError
-from agent.events import CommandResult, MetricsEvent, StatusEvent
+from agent.events import CommandResult, MetricsEvent, StatusEvent, TrackEvent
 from agent.metrics import Metrics
 from agent.publish.base import Publisher
 from agent.publish.outbox import Outbox, OutboxItem
@@ -179,6 +179,10 @@ class MqttPublisher(Publisher):
     def publish_metrics(self, metrics: MetricsEvent) -> None:
         if self.connected:
             self.client.publish(self.metrics_topic, metrics.to_json(), qos=0)
+
+    def publish_track(self, event: TrackEvent) -> None:
+        if self.connected:
+            self.client.publish(f"{self.prefix}/track", event.to_json(), qos=0)
 
     def _close(self, final: StatusEvent | None) -> None:
         if final is not None and self.connected:

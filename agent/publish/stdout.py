@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import TextIO
 
-from agent.events import MetricsEvent, StatusEvent
+from agent.events import MetricsEvent, StatusEvent, TrackEvent
 from agent.metrics import Metrics
 from agent.publish.base import Publisher
 from agent.publish.outbox import Outbox, OutboxItem
@@ -41,6 +41,9 @@ class StdoutPublisher(Publisher):
         log.info("status: %s", status.state)
 
     def publish_metrics(self, metrics: MetricsEvent) -> None:
+        pass
+
+    def publish_track(self, event: TrackEvent) -> None:
         pass
 
     def _close(self, final: StatusEvent | None) -> None:

@@ -1,4 +1,4 @@
-"""Crops: what part of a frame gets embedded.
+"""Crops: what part of a frame gets embedded, and which object (track, appearance) it shows.
 
 `frame` (default) embeds the whole frame; `person` uses OpenCV's HOG people detector, `face` its
 bundled Haar frontal-face cascade (both only in OpenCV 4.x wheels, hence the <5 pin); `onnx` runs
@@ -15,10 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.config import AgentConfig, DetectConfig, ModelsConfig
+from agent.config import AgentConfig, DetectConfig, ModelsConfig, SourceConfig
 from agent.errors import ConfigError
 from agent.events import BBox
 from agent.stream.frame import Crop, Frame
+from agent.stream.track import AppearanceTracker, ByteTracker, TrackUpdate
 
 Box = tuple[float, float, float, float, float]  # x, y, w, h, score in frame pixels
 
@@ -29,19 +30,24 @@ class Detector:
     def __init__(self, cfg: DetectConfig):
         self.cfg = cfg
 
-    def boxes(self, frame: np.ndarray) -> list[Box]:
+    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
+        """Detections scoring at least `min_score` (default: detect.score_threshold)."""
         raise NotImplementedError
 
-    def crops(self, frame: np.ndarray) -> list[Crop]:
+    def crop(self, frame: np.ndarray, box: Box, object_id: str = "") -> Crop | None:
+        """The padded crop of one box, or None when it is smaller than detect.min_size."""
         height, width = frame.shape[:2]
-        out = []
-        for x, y, w, h, score in self.boxes(frame):
-            pad_w, pad_h = w * self.cfg.padding, h * self.cfg.padding
-            x0, y0 = max(0, int(x - pad_w)), max(0, int(y - pad_h))
-            x1, y1 = min(width, int(x + w + pad_w)), min(height, int(y + h + pad_h))
-            if min(x1 - x0, y1 - y0) < self.cfg.min_size:
-                continue
-            out.append(Crop(BBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0), score, frame[y0:y1, x0:x1]))
+        x, y, w, h, score = box
+        pad_w, pad_h = w * self.cfg.padding, h * self.cfg.padding
+        x0, y0 = max(0, int(x - pad_w)), max(0, int(y - pad_h))
+        x1, y1 = min(width, int(x + w + pad_w)), min(height, int(y + h + pad_h))
+        if min(x1 - x0, y1 - y0) < self.cfg.min_size:
+            return None
+        return Crop(BBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0), score, frame[y0:y1, x0:x1],
+                    object_id, quality=score)  # fmt: skip
+
+    def crops(self, frame: np.ndarray) -> list[Crop]:
+        out = [c for b in self.boxes(frame) if (c := self.crop(frame, b)) is not None]
         out.sort(key=lambda c: (-c.score, -c.bbox.w * c.bbox.h))
         return out[: self.cfg.max_crops]
 
@@ -55,12 +61,12 @@ class Detector:
 
 
 class WholeFrame(Detector):
-    def boxes(self, frame: np.ndarray) -> list[Box]:
+    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
         return [(0, 0, frame.shape[1], frame.shape[0], 1.0)]
 
-    def crops(self, frame: np.ndarray) -> list[Crop]:
+    def crop(self, frame: np.ndarray, box: Box, object_id: str = "") -> Crop:
         h, w = frame.shape[:2]
-        return [Crop(BBox(x=0, y=0, w=w, h=h), 1.0, frame)]
+        return Crop(BBox(x=0, y=0, w=w, h=h), 1.0, frame, object_id)
 
 
 class HogPeople(Detector):
@@ -71,12 +77,13 @@ class HogPeople(Detector):
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
-    def boxes(self, frame: np.ndarray) -> list[Box]:
+    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
         small, scale = self._resized(frame)
         rects, weights = self.hog.detectMultiScale(
             small, winStride=(8, 8), padding=(8, 8), scale=1.05
         )
-        keep = _nms(rects, np.ravel(weights), self.cfg.score_threshold, self.cfg.nms_iou)
+        floor = self.cfg.score_threshold if min_score is None else min_score
+        keep = _nms(rects, np.ravel(weights), floor, self.cfg.nms_iou)
         return [(*(rects[i] / scale), float(np.ravel(weights)[i])) for i in keep]
 
 
@@ -89,7 +96,7 @@ class HaarFaces(Detector):
             raise ConfigError("detect.mode = face needs OpenCV 4.x with its Haar cascade files")
         self.cascade = cv2.CascadeClassifier(str(path))
 
-    def boxes(self, frame: np.ndarray) -> list[Box]:
+    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
         small, scale = self._resized(frame)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         side = max(8, int(self.cfg.min_size * scale))
@@ -115,7 +122,7 @@ class OnnxBoxes(Detector):
         self.input = self.session.get_inputs()[0].name
         self.size = cfg.onnx_input_size
 
-    def boxes(self, frame: np.ndarray) -> list[Box]:
+    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
         h, w = frame.shape[:2]
         scale = self.size / max(h, w)
         resized = cv2.resize(frame, (round(w * scale), round(h * scale)))
@@ -135,12 +142,13 @@ class OnnxBoxes(Detector):
             return []
         classes = scores_all.argmax(axis=1)
         scores = scores_all[np.arange(len(out)), classes]
-        keep = scores >= self.cfg.score_threshold
+        floor = self.cfg.score_threshold if min_score is None else min_score
+        keep = scores >= floor
         if self.cfg.onnx_classes:
             keep &= np.isin(classes, self.cfg.onnx_classes)
         cx, cy, bw, bh = (out[keep, i] / scale for i in range(4))
         rects = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1)
-        chosen = _nms(rects, scores[keep], self.cfg.score_threshold, self.cfg.nms_iou)
+        chosen = _nms(rects, scores[keep], floor, self.cfg.nms_iou)
         return [(*rects[i], float(scores[keep][i])) for i in chosen]
 
 
@@ -163,37 +171,82 @@ def make_detector(cfg: AgentConfig) -> Detector:
     return WholeFrame(detect)
 
 
-class ChangeGate:
-    """Says whether a frame differs enough from the last one that was extracted."""
+class FrameGate:
+    """Two questions about a frame, from one 32x32 grey thumbnail: has it changed enough since
+    the last extracted frame to be extracted again, and is it a scene cut from the previous
+    frame (the end of an appearance)."""
 
     SIDE = 32
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self._last: np.ndarray | None = None
+    def __init__(self, change_threshold: float, cut_threshold: float):
+        self.change_threshold = change_threshold
+        self.cut_threshold = cut_threshold
+        self._extracted: np.ndarray | None = None
+        self._previous: np.ndarray | None = None
 
-    def changed(self, frame: np.ndarray) -> bool:
-        if self.threshold <= 0:
-            return True
+    @classmethod
+    def thumbnail(cls, frame: np.ndarray) -> np.ndarray:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        thumb = cv2.resize(grey, (self.SIDE, self.SIDE), interpolation=cv2.INTER_AREA)
-        thumb = thumb.astype(np.float32) / (65535.0 if thumb.dtype == np.uint16 else 255.0)
-        if self._last is not None and float(np.abs(thumb - self._last).mean()) < self.threshold:
-            return False
-        self._last = thumb
-        return True
+        thumb = cv2.resize(grey, (cls.SIDE, cls.SIDE), interpolation=cv2.INTER_AREA)
+        return thumb.astype(np.float32) / (65535.0 if thumb.dtype == np.uint16 else 255.0)
+
+    def check(self, frame: np.ndarray) -> tuple[bool, bool]:
+        """(changed, cut) for the next frame of the source."""
+        thumb = self.thumbnail(frame)
+        previous, self._previous = self._previous, thumb
+        cut = previous is None or _difference(thumb, previous) > self.cut_threshold
+        unchanged = self.change_threshold > 0 and self._extracted is not None and not cut
+        if unchanged and _difference(thumb, self._extracted) < self.change_threshold:
+            return False, False
+        self._extracted = thumb
+        return True, cut
 
 
-def make_prepare(cfg: AgentConfig) -> Callable[[Frame], Frame]:
-    """The per-source step run in the source thread: change gate, then the detector."""
+def _difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def make_prepare(cfg: AgentConfig, source: SourceConfig) -> Callable[[Frame], Frame]:
+    """The per-source step run in the source thread: change gate, detector, then the objects
+    the crops belong to (appearances in frame mode, tracks in crop modes). With a cool-down of
+    0 every crop is judged on its own and no objects are kept."""
     detector = make_detector(cfg)
-    gate = ChangeGate(cfg.detect.change_threshold)
+    gate = FrameGate(cfg.detect.change_threshold, cfg.detect.scene_cut)
+    per_frame = (source.match or cfg.match).cooldown_s <= 0
+    prefix = f"{source.id}-"
+    if cfg.detect.mode == "frame":
+        appearances = AppearanceTracker(prefix)
 
-    def prepare(frame: Frame) -> Frame:
-        if not gate.changed(frame.pixels):
+        def prepare_frame(frame: Frame) -> Frame:
+            changed, cut = gate.check(frame.pixels)
+            if not changed:
+                return replace(frame, reused=True)
+            update = appearances.update(cut) if not per_frame else TrackUpdate({0: ""})
+            crop = detector.crop(frame.pixels, (0, 0, 0, 0, 1.0), update.assigned[0])
+            return replace(frame, crops=(crop,), started=update.started, ended=update.ended)
+
+        return prepare_frame
+    tracker = ByteTracker(cfg.track, prefix)
+    floor = min(cfg.track.low_score, cfg.detect.score_threshold)
+
+    def prepare_crops(frame: Frame) -> Frame:
+        changed, _ = gate.check(frame.pixels)
+        if not changed:
             return replace(frame, reused=True)
         t0 = time.perf_counter()
-        crops = tuple(detector.crops(frame.pixels))
-        return replace(frame, crops=crops, detect_ms=(time.perf_counter() - t0) * 1000)
+        if per_frame:
+            crops = tuple(detector.crops(frame.pixels))
+            return replace(frame, crops=crops, detect_ms=(time.perf_counter() - t0) * 1000)
+        boxes = detector.boxes(frame.pixels, floor)
+        update = tracker.update([b[:4] for b in boxes], [b[4] for b in boxes], frame.media_time)
+        crops = [
+            c
+            for i, oid in update.assigned.items()
+            if boxes[i][4] >= cfg.detect.score_threshold
+            and (c := detector.crop(frame.pixels, boxes[i], oid)) is not None
+        ]
+        crops.sort(key=lambda c: (-c.score, -c.bbox.w * c.bbox.h))
+        return replace(frame, crops=tuple(crops[: cfg.detect.max_crops]), started=update.started,
+                       ended=update.ended, detect_ms=(time.perf_counter() - t0) * 1000)  # fmt: skip
 
-    return prepare
+    return prepare_crops

@@ -19,6 +19,8 @@ class Crop:
     bbox: BBox
     score: float
     pixels: np.ndarray  # BGR view into the frame
+    object_id: str = ""  # the track or appearance it belongs to ("" when judged on its own)
+    quality: float = 1.0  # weight of its embedding in the object's evidence
 
 
 @dataclass(frozen=True)
@@ -32,3 +34,5 @@ class Frame:
     crops: tuple[Crop, ...] = ()
     detect_ms: float = 0.0
     reused: bool = False  # unchanged since the last extracted frame: reuse its result
+    started: tuple[str, ...] = ()  # objects (tracks, appearances) first seen in this frame
+    ended: tuple[str, ...] = ()  # objects that ended with this frame

@@ -1,8 +1,12 @@
-"""Frames from every source -> one embedding batch -> gallery search -> match policy -> events.
+"""Frames from every source -> one embedding batch -> evidence per object -> one search of
+the objects that changed -> decisions -> events.
 
 Crops from all sources share inference batches (bounded by `pipeline.max_batch` crops and
-`pipeline.max_wait_ms`), so N cameras cost fewer session calls than N x frames. Unchanged frames
-(the change gate in the source thread) reuse their source's last search results.
+`pipeline.max_wait_ms`), so N cameras cost fewer session calls than N x frames. Each crop adds
+to its object's evidence (a track in crop modes, an appearance in frame mode); the objects that
+changed are searched together with their evidence-weighted mean embedding and judged by their
+source's decider (`agent.decide`). Unchanged frames (the change gate) add time, not evidence.
+With `cooldown_s = 0` every crop is its own object, judged and reported on its own.
 """
 
 from __future__ import annotations
@@ -12,32 +16,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from agent.config import AgentConfig
-from agent.events import BBox, MatchEvent, RankedIdentity, encode_embedding
+from agent.decide.objects import Decision, ObjectEvidence, SourceDecider, UnknownRegistry
+from agent.decide.policy import DecisionRule, decision_rule
+from agent.events import MatchEvent, RankedIdentity, TrackEvent, encode_embedding
 from agent.gallery.live import LiveGallery
 from agent.gallery.scoring import SearchResult
 from agent.metrics import Metrics, NullMetrics
 from agent.runtime.images import ArrayImage
-from agent.stream.frame import Frame
-from agent.stream.match import SourcePolicy
+from agent.stream.frame import Crop, Frame
 from agent.stream.sources import Source
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Seen:
-    """A crop's box, search result and embedding, kept for frames that reuse them."""
+@dataclass(frozen=True)
+class _Pending:
+    """An object to search and judge after this batch, with the frame it was last seen in."""
 
-    bbox: BBox
-    result: SearchResult
-    vector: np.ndarray
-    pixels: np.ndarray
+    source_id: str
+    object_id: str
+    frame: Frame
+    stage_ms: dict[str, float]
+    final: bool
 
 
 class Pipeline:
@@ -49,22 +55,42 @@ class Pipeline:
         emit: Callable[[MatchEvent], None],
         ready: threading.Event,
         metrics: Metrics | None = None,
+        emit_track: Callable[[TrackEvent], None] | None = None,
     ):
         self.cfg = cfg
         self.sources = sources
         self.live = live
         self.emit = emit
+        self.emit_track = emit_track
         self.ready = ready
         self.metrics = metrics or NullMetrics()
-        self.policies = {s.id: SourcePolicy(s.cfg.match or cfg.match) for s in sources}
-        self.top_k = max(p.cfg.top_k for p in self.policies.values()) if sources else 1
-        self._last: dict[str, list[_Seen]] = {}
+        self.unknowns = UnknownRegistry(cfg.match.unknown_ttl_s)
+        self.deciders = {s.id: SourceDecider(s.id, s.cfg.match or cfg.match, self.unknowns)
+                         for s in sources}  # fmt: skip
+        self.top_k = max((d.cfg.top_k for d in self.deciders.values()), default=1)
+        self._last: dict[str, list[tuple[Crop, np.ndarray]]] = {}  # crops of the last fresh frame
+        self._crops: dict[str, Crop] = {}  # each open object's latest crop (bbox, thumbnail)
         self._by_id = {s.id: s for s in sources}
+        self._rules: dict[str, DecisionRule] = {}
+        self._rules_version = -1
+        self._finished: set[str] = set()
         self._turn = 0
 
     @property
     def suppressed(self) -> int:
-        return sum(p.suppressed for p in self.policies.values())
+        return sum(d.suppressed for d in self.deciders.values())
+
+    def rule(self, source_id: str) -> DecisionRule:
+        """The source's thresholds for the loaded gallery (recomputed when it reloads)."""
+        if self._rules_version != self.live.loaded_version:
+            samples = self.live.gallery.calibration
+            self._rules = {sid: decision_rule(d.cfg, samples) for sid, d in self.deciders.items()}
+            self._rules_version = self.live.loaded_version
+            for sid, rule in self._rules.items():
+                log.info("source %s decisions: %s", sid, rule.as_dict())
+                if not rule.calibrated:
+                    log.warning("source %s: %s", sid, rule.note)
+        return self._rules[source_id]
 
     def collect(self, idle_wait: float = 0.2) -> list[Frame]:
         """Up to `max_batch` crops' worth of frames, round-robin over the sources."""
@@ -103,30 +129,65 @@ class Pipeline:
         return frames
 
     def process(self, frames: list[Frame]) -> None:
-        fresh = [f for f in frames if not f.reused]
-        found, times = self._embed_and_search(fresh)
-        for frame in frames:  # in order: a reused frame takes the latest result of its source
-            counters = self._by_id[frame.source_id].counters
-            if frame.reused:
-                counters.frames_reused += 1
-            else:
-                counters.frames_processed += 1
-                self._last[frame.source_id] = found[id(frame)]
+        """Embed the fresh frames' crops in one batch, add them to their objects' evidence, then
+        search and judge every object that changed or ended."""
+        vectors, times = self._embed([f for f in frames if not f.reused])
+        pending: dict[str, _Pending] = {}
+        for frame in frames:
+            source, decider = self._by_id[frame.source_id], self.deciders[frame.source_id]
             stage_ms = {"decode": frame.decode_ms, "detect": frame.detect_ms}
-            if not frame.reused:  # a reused frame has no embed/search of its own
+            if frame.reused:
+                source.counters.frames_reused += 1
+                seen = self._last.get(frame.source_id, [])
+            else:
+                source.counters.frames_processed += 1
                 stage_ms |= times
-            self._decide(frame, self._last.get(frame.source_id, []), stage_ms)
+                seen = vectors.get(id(frame), [])
+                self._last[frame.source_id] = seen
+                self._track_events(frame, "new", frame.started)
+            for crop, vector in seen:
+                oid = decider.single_id() if decider.per_frame else crop.object_id
+                if frame.reused and not decider.per_frame:
+                    decider.seen(oid, frame.media_time)
+                else:
+                    decider.observe(oid, vector, crop.quality, frame.media_time)
+                    self._crops[oid] = crop
+                pending[oid] = _Pending(frame.source_id, oid, frame, stage_ms, decider.per_frame)
+            for oid in frame.ended:
+                if oid in decider.objects:
+                    pending[oid] = _Pending(frame.source_id, oid, frame, stage_ms, True)
+            self._track_events(frame, "end", frame.ended)
+        self._judge(list(pending.values()))
 
-    def _embed_and_search(
+    def finish(self, source_ids: list[str] | None = None) -> None:
+        """Judge the objects still open on these sources (all when None) a last time: their
+        source ended or the agent is stopping."""
+        final = []
+        for sid, decider in self.deciders.items():
+            if source_ids is not None and sid not in source_ids:
+                continue
+            none = Frame(sid, -1, np.zeros((1, 1, 3), np.uint8), 0.0, time.monotonic(), 0.0)
+            for oid, obj in decider.objects.items():  # stand-in frame at the object's last time
+                final.append(_Pending(sid, oid, replace(none, media_time=obj.last_seen), {}, True))
+        self._judge(final)
+
+    def finish_ended_sources(self) -> None:
+        """Sources that just ran out of frames: their open objects are judged a last time."""
+        done = [s.id for s in self.sources if s.done and s.id not in self._finished]
+        if done:
+            self._finished |= set(done)
+            self.finish(done)
+
+    def _embed(
         self, frames: list[Frame]
-    ) -> tuple[dict[int, list[_Seen]], dict[str, float]]:
-        """Each fresh frame's crops with their search results (failed crops left out), and the
-        batch's embed and search times in ms."""
+    ) -> tuple[dict[int, list[tuple[Crop, np.ndarray]]], dict[str, float]]:
+        """Each fresh frame's crops with their embeddings (failed crops left out), and the
+        batch's embed time in ms."""
         for frame in frames:
             self.metrics.observe("decode", frame.decode_ms / 1000)
             if self.cfg.detect.mode != "frame":
                 self.metrics.observe("detect", frame.detect_ms / 1000)
-        found: dict[int, list[_Seen]] = {id(f): [] for f in frames}
+        found: dict[int, list[tuple[Crop, np.ndarray]]] = {id(f): [] for f in frames}
         pairs = [(f, c) for f in frames for c in f.crops]
         if not pairs:
             return found, {}
@@ -136,63 +197,95 @@ class Pipeline:
         t0 = time.perf_counter()
         flip = self.live.gallery.settings.flip and self.cfg.gallery.flip_queries  # as search
         embedded = embedder.embed(images, flip=flip, cached=self.cfg.pipeline.cache_frames)
-        vectors, ok, failed = embedded.vectors, embedded.ok, len(embedded.errors)
-        t1 = time.perf_counter()
+        elapsed = time.perf_counter() - t0
         self.metrics.count("inference_calls", embedder.batches - before)
-        self.metrics.count("crops_embedded", int(ok.sum()))
-        if failed:
-            self.metrics.error("embed", failed)
-        results = iter(
-            self.live.gallery.search(
-                vectors[ok], k=self.top_k, candidates=self.cfg.gallery.candidates
-            )
-            if ok.any()
-            else []
-        )
-        t2 = time.perf_counter()
-        self.metrics.observe("embed", t1 - t0)
-        self.metrics.observe("search", t2 - t1)
-        for (frame, crop), good, vector in zip(pairs, ok, vectors, strict=True):
+        self.metrics.count("crops_embedded", int(embedded.ok.sum()))
+        if embedded.errors:
+            self.metrics.error("embed", len(embedded.errors))
+        self.metrics.observe("embed", elapsed)
+        for (frame, crop), good, vector in zip(pairs, embedded.ok, embedded.vectors, strict=True):
             if good:
-                found[id(frame)].append(_Seen(crop.bbox, next(results), vector, crop.pixels))
-        return found, {"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000}
+                found[id(frame)].append((crop, vector))
+        return found, {"embed": elapsed * 1000}
 
-    def _decide(self, frame: Frame, seen: list[_Seen], stage_ms: dict[str, float]) -> None:
-        policy = self.policies[frame.source_id]
-        decisions = policy.decide([s.result for s in seen], frame.media_time)
-        if not decisions:
-            return
-        model = self.live.gallery.model.label
-        version = self.live.loaded_version
-        for decision in decisions:
-            crop = seen[decision.crop]
-            event = MatchEvent(
-                device_id=self.cfg.device_id,
-                source_id=frame.source_id,
-                frame_index=frame.index,
-                frame_time_s=round(frame.media_time, 3),
-                bbox=crop.bbox,
-                identity=decision.identity,
-                score=round(decision.score, 4),
-                candidates=[
-                    RankedIdentity(identity=m.identity, score=round(m.score, 4))
-                    for m in crop.result.identities[: policy.cfg.top_k]
-                ],
-                model=model,
-                gallery_version=version,
-                embedding_f16=encode_embedding(crop.vector)
-                if self.cfg.pipeline.embed_vectors
-                else None,
-                thumbnail_jpeg=self._thumbnail(crop.pixels)
-                if self.cfg.pipeline.thumbnails
-                else None,
-                latency_ms=_latency(stage_ms, frame.captured),
-            )
+    def _judge(self, pending: list[_Pending]) -> None:
+        """One search for every pending object's evidence; publish what its decider decides."""
+        ready = [(p, obj) for p in pending
+                 if (obj := self.deciders[p.source_id].objects.get(p.object_id)) is not None
+                 and obj.total is not None]  # fmt: skip
+        if ready:
+            gallery = self.live.gallery
             t0 = time.perf_counter()
-            self.emit(event)
-            self.metrics.observe("publish", time.perf_counter() - t0)
+            evidence = np.stack([obj.vector for _, obj in ready])
+            results = gallery.search(evidence, k=self.top_k, candidates=self.cfg.gallery.candidates)
+            space = gallery.to_search_space(evidence)
+            search_ms = (time.perf_counter() - t0) * 1000
+            self.metrics.observe("search", search_ms / 1000)
+            for (p, obj), result, vector in zip(ready, results, space, strict=True):
+                decider = self.deciders[p.source_id]
+                decision = decider.judge(p.object_id, result, self.rule(p.source_id),
+                                         p.frame.media_time, vector, final=p.final)  # fmt: skip
+                if decision is not None:
+                    self._publish(decision, obj, result, p, search_ms)
+        for p in pending:
+            if p.final:
+                self.deciders[p.source_id].end(p.object_id)
+                self._crops.pop(p.object_id, None)
+
+    def _publish(
+        self,
+        decision: Decision,
+        obj: ObjectEvidence,
+        result: SearchResult,
+        pending: _Pending,
+        search_ms: float,
+    ) -> None:
+        frame, crop = pending.frame, self._crops[pending.object_id]
+        decider = self.deciders[pending.source_id]
+        event = MatchEvent(
+            device_id=self.cfg.device_id,
+            source_id=pending.source_id,
+            frame_index=frame.index,
+            frame_time_s=round(frame.media_time, 3),
+            bbox=crop.bbox,
+            identity=decision.identity,
+            score=round(decision.score, 4),
+            margin=round(decision.margin, 4),
+            track_id=None if decider.per_frame else decision.object_id,
+            unknown_id=decision.unknown_id,
+            evidence_frames=decision.frames,
+            candidates=[
+                RankedIdentity(identity=m.identity, score=round(m.score, 4))
+                for m in result.identities[: decider.cfg.top_k]
+            ],
+            model=self.live.gallery.model.label,
+            gallery_version=self.live.loaded_version,
+            embedding_f16=encode_embedding(obj.vector) if self.cfg.pipeline.embed_vectors
+            else None,
+            thumbnail_jpeg=self._thumbnail(crop.pixels) if self.cfg.pipeline.thumbnails
+            else None,
+            latency_ms=_latency(pending.stage_ms | {"search": search_ms}, frame.captured)
+            if frame.index >= 0 else {},
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        self.emit(event)
+        self.metrics.observe("publish", time.perf_counter() - t0)
+        if frame.index >= 0:
             self.metrics.observe("e2e", time.monotonic() - frame.captured)
-            self.metrics.count("events_produced")
+        self.metrics.count("events_produced")
+
+    def _track_events(self, frame: Frame, phase: str, object_ids: tuple[str, ...]) -> None:
+        if self.emit_track is None or not object_ids:
+            return
+        boxes = {c.object_id: c.bbox for c in frame.crops}
+        for oid in object_ids:
+            obj = self.deciders[frame.source_id].objects.get(oid)
+            self.emit_track(TrackEvent(
+                device_id=self.cfg.device_id, source_id=frame.source_id, track_id=oid,
+                phase=phase, frame_index=frame.index, frame_time_s=round(frame.media_time, 3),
+                bbox=boxes.get(oid), frames=obj.frames if obj else 0,
+                identity=obj.decided if obj else None,
+            ))  # fmt: skip
 
     def _thumbnail(self, pixels: np.ndarray) -> str | None:
         side = self.cfg.pipeline.thumbnail_size

@@ -1,0 +1,190 @@
+"""Evidence over time: one decision per object (a track or an appearance), not per frame.
+
+Each object accumulates its crops' embeddings, weighted by crop quality (detector score times
+relative sharpness). After every frame the object's mean embedding is searched and judged by the
+match policy; a decision is published once the object has `min_frames` frames of evidence (or
+when it ends sooner), and again only when the decision changes. Per source and identity, a new
+object within `cooldown_s` of media time of the last event for that identity is held back, so
+one person standing in view gives one event, and leaving and coming back gives a new one after
+the cool-down. Unknown objects get an `unknown_id` from a registry shared by every source.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.config import MatchPolicyConfig
+from agent.decide.policy import UNKNOWN, DecisionRule, Label, label
+from agent.gallery.calibration import NO_RUNNER_UP
+from agent.gallery.scoring import SearchResult
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision worth publishing about one object."""
+
+    object_id: str
+    identity: str | None  # None = unknown
+    score: float
+    margin: float
+    frames: int
+    unknown_id: str | None = None
+
+
+@dataclass
+class ObjectEvidence:
+    """What is known about one object so far."""
+
+    id: str
+    first_seen: float
+    last_seen: float
+    frames: int = 0  # frames the object was seen in
+    views: int = 0  # of which changed enough to add an embedding
+    weight: float = 0.0
+    total: np.ndarray | None = None
+    published: set[str] = field(default_factory=set)  # labels published for this object
+    decided: str | None = None  # the identity last published for it
+    unknown_id: str | None = None
+
+    def add(self, vector: np.ndarray, quality: float, media_time: float) -> None:
+        w = max(quality, 1e-3)
+        self.total = vector * w if self.total is None else self.total + vector * w
+        self.weight += w
+        self.frames += 1
+        self.views += 1
+        self.last_seen = media_time
+
+    @property
+    def vector(self) -> np.ndarray:
+        assert self.total is not None
+        return self.total / max(float(np.linalg.norm(self.total)), 1e-12)
+
+
+class UnknownRegistry:
+    """Recent unknown objects of every source: the same stranger seen again within `ttl_s`
+    keeps one `unknown_id`. "The same" is the match policy's own rule applied to the recent
+    unknowns as if they were a gallery (score and margin over the next-nearest unknown)."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._ids: list[str] = []
+        self._vectors: list[np.ndarray] = []
+        self._seen: list[float] = []
+
+    def identify(self, vector: np.ndarray, rule: DecisionRule, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        live = [i for i, t in enumerate(self._seen) if now - t <= self.ttl_s]
+        self._ids = [self._ids[i] for i in live]
+        self._vectors = [self._vectors[i] for i in live]
+        self._seen = [self._seen[i] for i in live]
+        if self._vectors:
+            sims = np.stack(self._vectors) @ vector
+            order = np.argsort(-sims)
+            top = float(sims[order[0]])
+            runner = float(sims[order[1]]) if len(order) > 1 else NO_RUNNER_UP
+            if top >= rule.match_score and top - runner >= rule.min_margin:
+                i = int(order[0])
+                self._vectors[i], self._seen[i] = vector, now
+                return self._ids[i]
+        new = uuid.uuid4().hex[:12]
+        self._ids.append(new)
+        self._vectors.append(vector)
+        self._seen.append(now)
+        return new
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class SourceDecider:
+    """The decisions of one source's objects."""
+
+    def __init__(self, source_id: str, cfg: MatchPolicyConfig, unknowns: UnknownRegistry):
+        self.source_id = source_id
+        self.cfg = cfg
+        self.unknowns = unknowns
+        self.objects: dict[str, ObjectEvidence] = {}
+        self._last_event: dict[str, float] = {}  # label -> media time of its last event
+        self._single = itertools.count()
+        self.suppressed = 0
+
+    @property
+    def per_frame(self) -> bool:
+        """cooldown_s = 0: every frame (or crop) is judged and reported on its own."""
+        return self.cfg.cooldown_s <= 0
+
+    def single_id(self) -> str:
+        return f"{self.source_id}-f{next(self._single)}"
+
+    def observe(
+        self, object_id: str, vector: np.ndarray, quality: float, media_time: float
+    ) -> ObjectEvidence:
+        obj = self.objects.get(object_id)
+        if obj is None:
+            obj = self.objects[object_id] = ObjectEvidence(object_id, media_time, media_time)
+        obj.add(vector, quality, media_time)
+        return obj
+
+    def seen(self, object_id: str, media_time: float) -> None:
+        """A frame that showed the object unchanged (reused): time passes, evidence holds."""
+        obj = self.objects.get(object_id)
+        if obj is not None:
+            obj.frames += 1
+            obj.last_seen = media_time
+
+    def judge(
+        self,
+        object_id: str,
+        result: SearchResult,
+        rule: DecisionRule,
+        media_time: float,
+        space_vector: np.ndarray | None = None,
+        final: bool = False,
+    ) -> Decision | None:
+        """The decision to publish for an object after its latest evidence, if any."""
+        obj = self.objects[object_id]
+        lab = label(result, rule, obj.views)
+        if lab.identity is None:
+            return None
+        if not (final or self.per_frame or obj.frames >= self.cfg.min_frames):
+            return None
+        if self.per_frame:
+            return self._publish(obj, lab, media_time, rule, space_vector)
+        if lab.identity in obj.published:
+            return None
+        if lab.identity == UNKNOWN and obj.published:
+            return None  # an object decided once is not demoted to unknown
+        last = self._last_event.get(lab.identity)
+        if (
+            lab.identity != UNKNOWN
+            and last is not None
+            and (0 <= obj.first_seen - last < self.cfg.cooldown_s or obj.first_seen <= last)
+        ):
+            obj.published.add(lab.identity)  # within the cool-down: held back, once
+            self.suppressed += 1
+            self._last_event[lab.identity] = media_time
+            return None
+        return self._publish(obj, lab, media_time, rule, space_vector)
+
+    def _publish(self, obj: ObjectEvidence, lab: Label, media_time: float, rule: DecisionRule,
+                 space_vector: np.ndarray | None) -> Decision | None:  # fmt: skip
+        unknown_id = None
+        if lab.identity == UNKNOWN:
+            if not self.cfg.report_unknown:
+                return None
+            if obj.unknown_id is None and space_vector is not None:
+                obj.unknown_id = self.unknowns.identify(space_vector, rule)
+            unknown_id = obj.unknown_id
+        obj.published.add(lab.identity)
+        obj.decided = lab.identity or obj.decided
+        self._last_event[lab.identity] = media_time
+        return Decision(obj.id, lab.identity or None, lab.score, lab.margin, obj.frames,
+                        unknown_id)  # fmt: skip
+
+    def end(self, object_id: str) -> ObjectEvidence | None:
+        return self.objects.pop(object_id, None)

@@ -1,0 +1,176 @@
+"""Decision thresholds from the gallery itself, for a target precision.
+
+Score scales move with the model, whitening and identity aggregation, so no fixed number fits
+every gallery. Instead each gallery measures how its own images score:
+
+* genuine: every image of an identity with at least two images, searched against the gallery
+  without it (its identity's centroid recomputed without it: leave-one-image-out);
+* impostor: the same image against the other identities only (leave-one-identity-out), which is
+  what an object that was never enrolled scores.
+
+Each sample is ranked as `scoring.rank_candidates` ranks a query (best image blended with the
+identity centroid) and reduced to what the match policy looks at: the top identity's score, its
+margin over the runner-up identity, and (genuine only) whether the top identity is the right one.
+The samples are stored with the gallery; `thresholds()` turns them into the policy's numbers for
+a target precision and an expected share of never-enrolled objects, so a config change needs no
+re-enrollment.
+
+The margin is the decision statistic: on the shared sets it separates right from wrong answers
+better than the top score (at precision 0.95 it reaches 0.70 recall vs 0.63 on ETH-80, 0.18 vs
+0.08 on GroceryStore; BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.gallery.scoring import blend, normalise
+
+MAX_SAMPLES = 2000  # queries drawn from larger galleries (fixed seed)
+BLOCK = 256  # query rows scored at once
+NO_RUNNER_UP = 0.0  # runner-up score when there is none: unrelated (cosine 0)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Per sampled gallery image: genuine (top, margin, right) and impostor (top, margin)."""
+
+    genuine: np.ndarray  # [n, 3]
+    impostor: np.ndarray  # [m, 2]
+
+    def to_json(self) -> dict:
+        return {
+            "genuine": np.round(self.genuine, 5).tolist(),
+            "impostor": np.round(self.impostor, 5).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Samples:
+        genuine = np.asarray(data.get("genuine", []), np.float64).reshape(-1, 3)
+        impostor = np.asarray(data.get("impostor", []), np.float64).reshape(-1, 2)
+        return cls(genuine, impostor)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the match policy applies: a match needs score >= unknown_threshold and a margin >=
+    min_margin over the runner-up; below unknown_threshold the object is unknown."""
+
+    min_margin: float
+    unknown_threshold: float
+    expected_precision: float | None = None
+    expected_recall: float | None = None
+    calibrated: bool = True
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "min_margin": round(self.min_margin, 4),
+            "unknown_threshold": round(self.unknown_threshold, 4),
+            "expected_precision": _r(self.expected_precision),
+            "expected_recall": _r(self.expected_recall),
+            "calibrated": self.calibrated,
+            "note": self.note,
+        }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def measure(
+    vectors: np.ndarray, identities: Sequence[str], identity_weight: float, seed: int = 0
+) -> Samples:
+    """Leave-one-image-out and leave-one-identity-out samples of a gallery in search space
+    (unit vectors, one row per image)."""
+    names, owner = np.unique(np.asarray(identities), return_inverse=True)
+    n, k = len(owner), len(names)
+    if k < 2:
+        return Samples(np.zeros((0, 3)), np.zeros((0, 2)))
+    counts = np.bincount(owner, minlength=k)
+    sums = np.zeros((k, vectors.shape[1]), np.float64)
+    np.add.at(sums, owner, vectors)
+    centroids = normalise(sums).astype(np.float32)
+    order = np.argsort(owner, kind="stable")
+    starts = np.searchsorted(owner[order], np.arange(k))
+    rows = np.arange(n)
+    if n > MAX_SAMPLES:
+        rows = np.sort(np.random.default_rng(seed).choice(n, MAX_SAMPLES, replace=False))
+    genuine, impostor = [], []
+    for start in range(0, len(rows), BLOCK):
+        idx = rows[start : start + BLOCK]
+        q = vectors[idx]
+        image = q @ vectors.T
+        image[np.arange(len(idx)), idx] = -np.inf  # the image itself is left out
+        best = np.maximum.reduceat(image[:, order], starts, axis=1)  # [b, k] best image
+        cent = q @ centroids.T
+        own = owner[idx]
+        alone = counts[own] < 2
+        loo = normalise(sums[own] - q).astype(np.float32)  # own centroid without the image
+        cent[np.arange(len(idx)), own] = np.einsum("ij,ij->i", q, loo)
+        scores = blend(best, cent, identity_weight) if identity_weight else best
+        scores[alone, own[alone]] = -np.inf
+        own_score = scores[np.arange(len(idx)), own].copy()
+        scores[np.arange(len(idx)), own] = -np.inf
+        top2 = -np.sort(-scores, axis=1)[:, :2]
+        other, runner = top2[:, 0], np.where(np.isfinite(top2[:, 1]), top2[:, 1], NO_RUNNER_UP)
+        impostor.append(np.stack([other, other - runner], axis=1))
+        keep = ~alone
+        right = own_score[keep] > other[keep]
+        top = np.maximum(own_score[keep], other[keep])
+        second = np.where(right, other[keep], np.maximum(own_score[keep], runner[keep]))
+        genuine.append(np.stack([top, top - second, right.astype(np.float64)], axis=1))
+    return Samples(np.concatenate(genuine), np.concatenate(impostor))
+
+
+def _unknown_threshold(
+    gen: np.ndarray, right: np.ndarray, imp: np.ndarray, w_gen: float, w_imp: float, target: float
+) -> float:
+    """The highest score below which calling an object unknown is right with the target
+    precision (it was never enrolled, or its best match would have been wrong)."""
+    scores = np.concatenate([gen[:, 0], imp[:, 0]])
+    weight = np.concatenate([np.full(len(gen), w_gen), np.full(len(imp), w_imp)])
+    harm = np.concatenate([right * w_gen, np.zeros(len(imp))])  # a right match lost
+    order = np.argsort(scores, kind="stable")
+    scores, weight, harm = scores[order], np.cumsum(weight[order]), np.cumsum(harm[order])
+    precision = 1.0 - harm / weight
+    reach = np.flatnonzero(precision >= target)
+    if not len(reach):
+        return float(scores[0])  # nothing is confidently unknown
+    i = reach[-1]
+    return float(scores[i + 1]) if i + 1 < len(scores) else float(scores[i]) + 1e-6
+
+
+def thresholds(samples: Samples, target_precision: float, unknown_share: float) -> Thresholds:
+    """The lowest margin whose accepted decisions reach the target precision, when a share
+    `unknown_share` of the objects seen were never enrolled; and the score below which calling
+    an object unknown is right with the same precision."""
+    gen, imp = samples.genuine, samples.impostor
+    right = gen[:, 2] > 0.5 if len(gen) else np.zeros(0, bool)
+    if len(gen) < 10 or right.sum() < 5 or len(imp) < 10:
+        return Thresholds(0.1, 0.5, calibrated=False, note="too few images per identity to "
+                          "calibrate: fixed fallback thresholds (enroll >= 2 images of >= 2 "
+                          "identities, or set [match] numbers)")  # fmt: skip
+    w_gen = (1.0 - unknown_share) / len(gen)
+    w_imp = unknown_share / len(imp)
+    unknown = _unknown_threshold(gen, right, imp, w_gen, w_imp, target_precision)
+    gen_ok = gen[:, 0] >= unknown
+    imp_ok = imp[:, 0] >= unknown
+    margin = np.concatenate([gen[gen_ok, 1], imp[imp_ok, 1]])
+    tp = np.concatenate([right[gen_ok] * w_gen, np.zeros(imp_ok.sum())])
+    fp = np.concatenate([~right[gen_ok] * w_gen, np.full(imp_ok.sum(), w_imp)])
+    order = np.argsort(-margin, kind="stable")
+    margin, tp, fp = margin[order], np.cumsum(tp[order]), np.cumsum(fp[order])
+    precision = tp / np.maximum(tp + fp, 1e-12)
+    last_of_value = np.r_[margin[1:] != margin[:-1], True]  # accept everything >= that value
+    reach = np.flatnonzero(last_of_value & (precision >= target_precision) & (tp > 0))
+    if not len(reach):
+        top = float(max(gen[:, 1].max(), imp[:, 1].max()))
+        return Thresholds(top + 1e-6, unknown, 0.0, 0.0, note="no margin reaches the target "
+                          "precision on this gallery: nothing will be matched")  # fmt: skip
+    i = reach[-1]
+    return Thresholds(float(margin[i]), unknown, float(precision[i]),
+                      float(tp[i] / (1.0 - unknown_share)))  # fmt: skip

@@ -1,0 +1,120 @@
+"""Tracker quality on labelled sequences (tools/make_tracks.py): IDF1 and identity switches.
+
+    python tools/bench_tracker.py SEQ_DIR [--drop 0.1] [--false-positives 0.5] [--jitter 0.05]
+
+Detections are the ground-truth boxes of objects at least 30% visible, with each box's position
+and size jittered by `--jitter` x its size, `--drop` of them removed at random, and on average
+`--false-positives` spurious boxes per frame; scores are drawn as a detector's would be (true
+boxes high, false ones low). The agent's ByteTracker runs over them in media time (10 fps), and
+the tracks are scored against the truth: IDF1 (Ristani et al. 2016: identity-level F1 under the
+best one-to-one mapping of tracks to true objects, boxes matching at IoU >= 0.5) and identity
+switches (a true object's matched track changing from one frame to the next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import TrackConfig
+from agent.stream.track import ByteTracker, assign, iou_matrix
+
+FPS = 10.0
+
+
+def load(path: Path) -> dict[int, list[tuple[int, tuple[float, float, float, float], float]]]:
+    frames: dict[int, list] = defaultdict(list)
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            box = (float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"]))
+            frames[int(r["frame"])].append((int(r["object"]), box, float(r["visible"])))
+    return frames
+
+
+def detections(truth, rng, drop: float, fps_rate: float, jitter: float):
+    boxes, scores = [], []
+    for _, (x, y, w, h), visible in truth:
+        if visible < 0.3 or rng.random() < drop:
+            continue
+        dx, dy = rng.normal(0, jitter * w), rng.normal(0, jitter * h)
+        dw, dh = rng.normal(0, jitter * w), rng.normal(0, jitter * h)
+        boxes.append((x + dx, y + dy, max(4.0, w + dw), max(4.0, h + dh)))
+        scores.append(float(np.clip(rng.normal(0.8, 0.12) * (0.5 + 0.5 * visible), 0.15, 1.0)))
+    for _ in range(rng.poisson(fps_rate)):
+        w, h = rng.uniform(30, 120, 2)
+        boxes.append((rng.uniform(0, 700), rng.uniform(0, 500), w, h))
+        scores.append(float(rng.uniform(0.1, 0.65)))
+    return boxes, scores
+
+
+def idf1(pairs: list[tuple[int, int, int]], n_truth: int, n_pred: int) -> tuple[float, int]:
+    """pairs: (frame, true id, track id) of boxes matched at IoU >= 0.5 in each frame."""
+    truths = sorted({t for _, t, _ in pairs})
+    tracks = sorted({p for _, _, p in pairs})
+    overlap = np.zeros((len(truths), len(tracks)))
+    ti = {t: i for i, t in enumerate(truths)}
+    pi = {p: i for i, p in enumerate(tracks)}
+    for _, t, p in pairs:
+        overlap[ti[t], pi[p]] += 1
+    idtp = 0.0
+    if overlap.size:
+        norm = overlap / overlap.max()
+        matched, _, _ = assign(norm, 1e-9)
+        idtp = sum(overlap[r, c] for r, c in matched)
+    switches = 0
+    last: dict[int, int] = {}
+    for _, t, p in sorted(pairs):
+        if t in last and last[t] != p:
+            switches += 1
+        last[t] = p
+    return 2 * idtp / max(n_truth + n_pred, 1), switches
+
+
+def run(csv_path: Path, args, rng) -> dict:
+    truth = load(csv_path)
+    tracker = ByteTracker(TrackConfig(), "t")
+    pairs, n_truth, n_pred = [], 0, 0
+    tracks_seen = set()
+    for f in range(max(truth) + 1):
+        gt = [g for g in truth.get(f, []) if g[2] >= 0.3]
+        n_truth += len(gt)
+        boxes, scores = detections(truth.get(f, []), rng, args.drop, args.false_positives,
+                                   args.jitter)  # fmt: skip
+        update = tracker.update(boxes, scores, f / FPS)
+        out = [(tid, boxes[i]) for i, tid in update.assigned.items()]
+        n_pred += len(out)
+        tracks_seen |= {tid for tid, _ in out}
+        if gt and out:
+            iou = iou_matrix(np.array([g[1] for g in gt]), np.array([b for _, b in out]))
+            matched, _, _ = assign(iou, 0.5)
+            pairs += [(f, gt[r][0], out[c][0]) for r, c in matched]
+    score, switches = idf1(pairs, n_truth, n_pred)
+    objects = len({g[0] for rows in truth.values() for g in rows})
+    return {"sequence": csv_path.stem, "objects": objects, "tracks": len(tracks_seen),
+            "idf1": round(score, 4), "id_switches": switches}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sequences", type=Path)
+    ap.add_argument("--drop", type=float, default=0.1)
+    ap.add_argument("--false-positives", type=float, default=0.5)
+    ap.add_argument("--jitter", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    rows = [run(p, args, rng) for p in sorted(args.sequences.glob("seq_*.csv"))]
+    tracks = sum(r["tracks"] for r in rows)
+    switches = sum(r["id_switches"] for r in rows)
+    summary = {"sequences": rows, "mean_idf1": round(float(np.mean([r["idf1"] for r in rows])), 4),
+               "switches_per_10_tracks": round(10 * switches / max(tracks, 1), 2)}  # fmt: skip
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
