@@ -27,7 +27,14 @@ class Payload(BaseModel):
     ts: float = Field(default_factory=time.time, description="Unix time the payload was made.")
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        """Optional fields that are unset are left out; required ones are always present, null
+        included (an unknown's `identity`), so every payload validates against its schema."""
+        unset = {
+            name
+            for name, field in type(self).model_fields.items()
+            if not field.is_required() and getattr(self, name) is None
+        }
+        return self.model_dump_json(exclude=unset).encode()
 
 
 class BBox(BaseModel):

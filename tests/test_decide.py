@@ -168,3 +168,18 @@ def test_appearances_end_at_scene_cuts():
     second = appearances.update(cut=True)
     assert first.assigned[0] == same.assigned[0] != second.assigned[0]
     assert second.ended == (first.assigned[0],) and appearances.end_all() == (second.assigned[0],)
+
+
+def test_unknown_match_events_validate_against_the_published_schema():
+    import json
+
+    import jsonschema
+
+    from agent.events import BBox, MatchEvent
+
+    event = MatchEvent(device_id="d", source_id="s", frame_index=1, frame_time_s=0.1,
+                       bbox=BBox(x=0, y=0, w=1, h=1), identity=None, score=0.1, candidates=[],
+                       model="m", gallery_version=1, unknown_id="abc")  # fmt: skip
+    payload = json.loads(event.to_json())
+    jsonschema.validate(payload, MatchEvent.model_json_schema())
+    assert payload["identity"] is None and "track_id" not in payload

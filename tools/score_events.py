@@ -33,7 +33,7 @@ def main() -> None:
     table = Table(title=f"{len(events)} match events from {args.events.name}")
     for col in ("frame", "identity", "score", "truth", "", "e2e ms"):
         table.add_column(col)
-    correct = 0
+    correct = wrong = unknown = 0
     frames = set()
     for n, event in enumerate(events):
         frame, predicted = event["frame_index"], event["identity"]
@@ -42,6 +42,8 @@ def main() -> None:
         if frame not in frames:
             frames.add(frame)
             correct += hit
+            unknown += predicted is None
+            wrong += predicted is not None and not hit
         if n % args.every == 0:
             table.add_row(
                 str(frame),
@@ -54,9 +56,11 @@ def main() -> None:
     console = Console()
     console.print(table)
     if frames:
+        decided = correct + wrong
         console.print(
-            f"per-frame accuracy: {correct}/{len(frames)} = {correct / len(frames):.1%} "
-            f"(frames with an event; {len(truth)} in the ground truth)"
+            f"{len(frames)} of {len(truth)} frames got an event: {correct} right, {wrong} wrong "
+            f"identity, {unknown} unknown; precision {correct / max(decided, 1):.1%} (frames "
+            "without an event were ambiguous under the calibrated thresholds)"
         )
 
 

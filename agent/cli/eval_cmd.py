@@ -26,13 +26,22 @@ def eval_command(
     per_query: bool = typer.Option(
         False, "--per-query", help="Also each query's top identity and score (JSON output)."
     ),
+    open_set: bool = typer.Option(
+        False,
+        "--open-set",
+        help="Leave every Nth identity out of the gallery folder and judge each query with the "
+        "configured match policy: precision, recall, false accepts on never-enrolled queries.",
+    ),
+    leave_out: int = typer.Option(
+        5, "--leave-out", help="--open-set: leave every Nth identity out."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """recall@K, precision@K, mAP, score distributions and a suggested threshold."""
     from rich.table import Table
 
     from agent.cli.progress import progress_bars
-    from agent.gallery.evaluation import evaluate
+    from agent.gallery.evaluation import evaluate, evaluate_open_set
 
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
@@ -41,6 +50,11 @@ def eval_command(
     if not ks or ks[0] < 1:
         raise InputError("-k values must be >= 1")
     cfg = state(ctx).config
+    if open_set:
+        with progress_bars() as progress:
+            report = evaluate_open_set(cfg, gallery, queries, leave_out, model, variant, progress)
+        _show_open_set(report, as_json)
+        return
     with progress_bars() as progress:
         metrics = evaluate(cfg, gallery, queries, ks, model, variant, plain, per_query, progress)
     if as_json:
@@ -62,4 +76,27 @@ def eval_command(
         "suggested threshold (max F1)",
         f"{th['f1_threshold']} (P {th['f1_precision']}, R {th['f1_recall']})",
     )
+    policy = metrics["policy"]
+    table.add_row("match policy (as agent run)", f"P {policy['precision']}, R {policy['recall']}")
+    console.print(table)
+
+
+def _show_open_set(report: dict, as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        print_json(report)
+        return
+    table = Table(
+        title=f"{report['model']}: open set, {report['gallery_identities']} identities enrolled, "
+        f"{len(report['left_out_identities'])} left out, {report['queries']} queries"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("precision", "recall", "oracle_recall", "wrong_identity",
+                "never_enrolled_matched", "false_accept_rate", "unknown_events"):  # fmt: skip
+        table.add_row(key, str(report[key]))
+    rule = report["rule"]
+    table.add_row("rule", f"score >= {rule['match_score']}, margin >= {rule['min_margin']}, "
+                  f"unknown below {rule['unknown_below']}")  # fmt: skip
     console.print(table)

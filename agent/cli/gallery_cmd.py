@@ -51,10 +51,18 @@ def stats(
     """Model, size, version and settings of the gallery."""
     from rich.table import Table
 
+    from agent.decide.policy import decision_rule
     from agent.gallery.gallery import Gallery
 
-    with Gallery.open(resolve_gallery_path(state(ctx).config, gallery)) as g:
+    cfg = state(ctx).config
+    with Gallery.open(resolve_gallery_path(cfg, gallery)) as g:
         info = g.stats()
+        samples = g.calibration
+        info["calibration"] = {
+            "genuine_samples": len(samples.genuine),
+            "impostor_samples": len(samples.impostor),
+            "decisions": decision_rule(cfg.match, samples).as_dict(),
+        }
     if as_json:
         print_json(info)
         return
