@@ -41,7 +41,7 @@ def eval_command(
     from rich.table import Table
 
     from agent.cli.progress import progress_bars
-    from agent.gallery.evaluation import evaluate, evaluate_open_set
+    from agent.decide.evaluation import evaluate, evaluate_open_set
 
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
