@@ -56,6 +56,10 @@ class Commands:
             self.metrics.error("commands")
             ok, message = False, str(exc)
             log.warning("command %s refused: %s", name, message)
+        except Exception as exc:  # disk full, a name the filesystem refuses: never fatal
+            self.metrics.error("commands")
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+            log.error("command %s failed: %s", name, message)
         rid = str(request_id) if request_id is not None else None
         return CommandResult(command=name, ok=ok, message=message, request_id=rid)
 

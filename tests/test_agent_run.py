@@ -217,3 +217,29 @@ def test_doctor_passes_a_good_setup_and_names_what_to_fix(gallery, tmp_path):
     if "GStreamer: no" in checks["opencv"]["detail"]:  # pip's opencv-python-headless
         assert checks["opencv"]["level"] == "fail" and "csi" in checks["opencv"]["detail"]
     assert checks["source gone"]["fix"] == "check the path"
+
+
+def test_a_command_that_fails_on_the_filesystem_is_answered_not_fatal(gallery, tmp_path):
+    """An OSError inside a command (here: where enrolled images are kept is a file, so the
+    image cannot be saved) is a refused command with the reason, counted, never an exception."""
+    import base64
+
+    from agent.commands import Commands
+    from agent.config import AgentConfig
+    from agent.gallery.live import LiveGallery
+    from agent.metrics import Metrics
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "enrolled").write_text("")  # not a directory
+    cfg = AgentConfig(state_dir=state)
+    metrics = Metrics()
+    live = LiveGallery(cfg, gallery)
+    try:
+        jpeg = sorted((EXAMPLES / "gallery" / "Oatly-Oat-Milk").iterdir())[0].read_bytes()
+        payload = json.dumps({"identity": "x", "image_jpeg": base64.b64encode(jpeg).decode()})
+        result = Commands(cfg, live, metrics).run("enroll", payload.encode())
+    finally:
+        live.close()
+    assert result.ok is False and "Error" in result.message
+    assert metrics.errors == {"commands": 1}

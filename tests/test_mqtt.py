@@ -107,8 +107,10 @@ def test_commands_reload_remove_enroll_and_malformed(gallery, broker, tmp_path):
     assert good["ok"], good
     assert ask("reload", b"", 6)["ok"]
     assert ask("explode", b"{}", 7)["ok"] is False
+    long_name = {"identity": "é" * 200, "image_jpeg": base64.b64encode(jpeg).decode()}
+    assert ask("enroll", long_name, 8)["ok"] is False  # 400 bytes: no such file name
     record = agent.wait_status(lambda r: r["metrics"]["gallery_size"] == 36)
-    assert record["metrics"]["errors"]["commands"] == 4
+    assert record["metrics"]["errors"]["commands"] == 5
     assert record["metrics"]["sources"]["cam"]["health"] == "ok"  # still running
     assert agent.stop() == 0
 

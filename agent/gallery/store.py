@@ -198,8 +198,8 @@ def check_identity(name: str) -> str | None:
         return f"identity name {name!r} contains a path separator"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return f"identity name {name!r} contains a control character"
-    if len(name) > 200:
-        return "identity name is longer than 200 characters"
+    if len(name) > 200 or len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "identity name is longer than 200 characters or 255 bytes (UTF-8)"
     return None
 
 
