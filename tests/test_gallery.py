@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,42 @@ def test_invalid_identity_is_refused(tmp_path):
         for name in ("", "a/b", "x\ny", ".."):
             with pytest.raises(GalleryError):
                 g.apply(add=[NewVector(name, "/s", "h", unit(np.ones(DIM)))])
+
+
+def _crafted(export: Path, target: Path, sql: str, *params) -> Path:
+    target.write_bytes(export.read_bytes())
+    db = sqlite3.connect(target)
+    db.execute(sql, params)
+    db.commit()
+    db.close()
+    return target
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "why"),
+    [
+        ("UPDATE vectors SET vector=? WHERE key=1", (np.full(DIM, np.nan, "<f4").tobytes(),),
+         "not a finite"),
+        ("UPDATE vectors SET vector=? WHERE key=2", (np.zeros(DIM, "<f4").tobytes(),), "non-zero"),
+        ("UPDATE vectors SET vector=? WHERE key=3", (b"text",), "not a finite"),
+        ("UPDATE meta SET value='x' WHERE key='format'", (), "not a gallery export"),
+        ("UPDATE meta SET value='-3' WHERE key='dim'", (), "dim -3"),
+        ("DELETE FROM meta WHERE key='dim'", (), "missing or malformed"),
+        ("UPDATE meta SET value='100000' WHERE key='connectivity'", (), "index settings"),
+        ("DROP TABLE vectors", (), "not a gallery export"),
+    ],
+)  # fmt: skip
+def test_crafted_imports_are_refused_whole_and_leave_no_gallery(tmp_path, sql, params, why):
+    make(tmp_path / "g", GallerySettings(dtype="f32", flip=False, whiten_dim=0))
+    with Gallery.open(tmp_path / "g") as g:
+        g.export(tmp_path / "export.db")
+    bad = _crafted(tmp_path / "export.db", tmp_path / "bad.db", sql, *params)
+    with pytest.raises(GalleryError, match=why):
+        import_gallery(bad, tmp_path / "new")
+    assert not Gallery.exists(tmp_path / "new")  # nothing half-written
+    with Gallery.open(tmp_path / "g", writable=True) as g:  # an existing gallery is untouched
+        before = g.count
+    with pytest.raises(GalleryError):
+        import_gallery(bad, tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.count == before and np.isfinite(g.search(np.ones((1, DIM)), k=1)[0].hits[0].score)

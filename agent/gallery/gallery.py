@@ -357,6 +357,8 @@ class Gallery:
                     f"vector of {item.source} has shape {item.vector.shape}, "
                     f"gallery expects ({self.model.dim},)"
                 )
+            if not np.all(np.isfinite(item.vector)) or float(np.linalg.norm(item.vector)) < 1e-6:
+                raise GalleryError(f"vector of {item.source} is not finite or has zero norm")
         if not add and not remove:
             return []
         space = self.space  # loaded (and checked against the file) before the rows change

@@ -14,7 +14,6 @@ from pathlib import Path
 from agent.config import AgentConfig
 from agent.gallery.gallery import Gallery
 from agent.gallery.models import embedder_for
-from agent.gallery.store import GalleryError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ class LiveGallery:
         """Re-open the gallery (and the model, if the gallery's model changed)."""
         try:
             fresh = Gallery.open(self.path)
-        except GalleryError as exc:
+            fresh.calibration  # noqa: B018 (measured now if missing: fail here, not mid-run)
+        except Exception as exc:  # a damaged or foreign gallery must not stop the agent
             log.error("gallery reload failed, keeping the loaded one: %s", exc)
             return False
         if fresh.model.fingerprint != self.gallery.model.fingerprint:
