@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
@@ -238,6 +245,15 @@ class SourceConfig(Section):
     )
     match: MatchPolicyConfig | None = Field(None, description="Overrides [match] for this source.")
 
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> SourceConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) is above reconnect_max_s "
+                f"({self.reconnect_max_s})"
+            )
+        return self
+
 
 class DetectConfig(Section):
     """What part of a frame is embedded."""
@@ -355,13 +371,24 @@ class MqttConfig(Section):
     cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
     key_file: Path | None = Field(None, description="Client certificate key (mutual TLS).")
     tls_insecure: bool = Field(False, description="Skip broker hostname verification.")
-    topic_prefix: str | None = Field(None, description="Default: agent/<device_id>.")
+    topic_prefix: str | None = Field(
+        None,
+        pattern=r"^[^+#\x00]+$",
+        description="Default: agent/<device_id>. MQTT wildcards (+, #) are not allowed.",
+    )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     commands: bool = Field(False, description="Accept commands on <prefix>/cmd/<name>.")
     track_events: bool = Field(
         False, description="Publish track lifecycle (new, end) on <prefix>/track (QoS 0)."
     )
     max_inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged publishes.")
+    max_packet_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=268_435_455,
+        description="Events larger than this (or than the broker's limit from an MQTT 5 "
+        "CONNACK) are moved to the outbox's dead letters, never retried forever.",
+    )
 
 
 class OutboxConfig(Section):
@@ -392,12 +419,22 @@ class AgentConfig(BaseSettings):
     )
 
     device_id: str = Field(
-        default_factory=lambda: socket.gethostname(), description="Names this agent in MQTT topics."
+        default_factory=lambda: socket.gethostname(),
+        pattern=r"^[^/+#\x00-\x1f]{1,253}$",
+        description="Names this agent in MQTT topics (no '/', '+', '#' or control characters).",
     )
     state_dir: Path = Field(
         default_factory=default_state_dir,
         description="Writable directory for models, galleries, cache and outbox.",
     )
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir_given(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty (unset it to use the default)")
+        return value
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Logging level of `agent run` (-v/-q change it per command)."
     )

@@ -43,9 +43,12 @@ def require_mosquitto() -> str:
 
 
 class Broker:
-    def __init__(self, workdir: Path, kind: str | None = None, port: int | None = None):
+    def __init__(
+        self, workdir: Path, kind: str | None = None, port: int | None = None, extra: str = ""
+    ):
         self.kind = kind or ("mosquitto" if MOSQUITTO else "amqtt")
         self.port = port or free_port()
+        self.extra = extra  # more mosquitto.conf lines
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
@@ -61,7 +64,7 @@ class Broker:
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
                 f"persistence true\npersistence_location {self.workdir}/\n"
                 "autosave_interval 1\nautosave_on_changes true\n"
-                "max_queued_messages 100000\nlog_dest stderr\n"
+                f"max_queued_messages 100000\nlog_dest stderr\n{self.extra}"
             )
             return [MOSQUITTO, "-c", str(conf)]
         conf = self.workdir / "amqtt.yaml"

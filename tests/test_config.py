@@ -39,6 +39,12 @@ def test_config_path_from_env(tmp_path, monkeypatch):
         ("unknown_top = 1\n", "unknown_top"),
         ("[models]\nmax_batch = 0\n", "models.max_batch"),
         ('[models]\nproviders = ["npu"]\n', "models.providers"),
+        ('device_id = "shelf/#"\n', "device_id"),
+        ('device_id = "cam+1"\n', "device_id"),
+        ('state_dir = ""\n', "state_dir"),
+        ('[mqtt]\ntopic_prefix = "site/+/agents"\n', "mqtt.topic_prefix"),
+        ("[match]\nthreshold = 0.3\nunknown_threshold = 0.5\n", "above threshold"),
+        ('[[sources]]\nid = "c"\nuri = "0"\nreconnect_min_s = 60\n', "reconnect_min_s"),
     ],
 )
 def test_bad_keys_are_named(tmp_path, text, needle):

@@ -226,3 +226,37 @@ def test_readme_example_subscriber_prints_each_event_once(gallery, broker, tmp_p
     for product in products:
         assert any(f" {product.name} " in line for line in lines), (product.name, out)
     assert all(line.startswith("testcam shots frame ") for line in lines)
+
+
+def test_an_event_too_large_for_the_broker_is_dead_lettered_and_the_rest_flow(tmp_path):
+    """mosquitto with max_packet_size 6500 announces it in its MQTT 5 CONNACK: the 20 kB event
+    goes to the outbox's dead letters (counted, with the reason) instead of looping
+    connect/disconnect, and the events behind it are delivered."""
+    require_mosquitto()
+    from agent.config import AgentConfig
+    from agent.events import StatusEvent
+    from agent.metrics import Metrics
+    from agent.publish.mqtt import MqttPublisher
+    from agent.publish.outbox import Outbox
+
+    broker = Broker(tmp_path / "broker", extra="max_packet_size 6500\n").start()
+    try:
+        sub = Subscriber(broker, f"{PREFIX}/match")
+        mqtt = {"host": "127.0.0.1", "port": broker.port, "protocol": "5"}
+        cfg = AgentConfig(device_id="testcam", mqtt=mqtt)
+        metrics = Metrics()
+        outbox = Outbox(tmp_path / "outbox.db")
+        publisher = MqttPublisher(cfg, outbox, StatusEvent(device_id="testcam", state="online"),
+                                  metrics=metrics)  # fmt: skip
+        publisher.start()
+        assert publisher.wait_connected(10)
+        publisher.submit("small-1", f"{PREFIX}/match", json.dumps({"n": 1}).encode())
+        publisher.submit("huge", f"{PREFIX}/match", b"x" * 20_000)
+        publisher.submit("small-2", f"{PREFIX}/match", json.dumps({"n": 2}).encode())
+        assert sub.wait_for(lambda s: len(s.messages) >= 2, 20)
+        assert [m["n"] for m in sub.payloads("/match")] == [1, 2]
+        assert publisher.drain(10) and outbox.dead_letters == 1
+        assert metrics.errors.get("dead_letters") == 1 and publisher.connected
+        publisher.stop(None)
+    finally:
+        broker.stop()

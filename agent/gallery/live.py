@@ -45,10 +45,13 @@ class LiveGallery:
 
     def reload(self) -> bool:
         """Re-open the gallery (and the model, if the gallery's model changed)."""
+        fresh = None
         try:
             fresh = Gallery.open(self.path)
             fresh.calibration  # noqa: B018 (measured now if missing: fail here, not mid-run)
         except Exception as exc:  # a damaged or foreign gallery must not stop the agent
+            if fresh is not None:
+                fresh.close()
             log.error("gallery reload failed, keeping the loaded one: %s", exc)
             return False
         if fresh.model.fingerprint != self.gallery.model.fingerprint:

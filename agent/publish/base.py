@@ -7,14 +7,22 @@ not history: they are published directly and not queued.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from abc import ABC, abstractmethod
 
+from agent.errors import AgentError
 from agent.events import MetricsEvent, StatusEvent, TrackEvent
 from agent.metrics import Metrics, NullMetrics
 from agent.publish.outbox import Outbox, OutboxItem
+
+log = logging.getLogger(__name__)
+
+
+class Undeliverable(AgentError):
+    """An event no retry can deliver (too large for the broker, a topic it refuses)."""
 
 
 class Publisher(ABC):
@@ -86,6 +94,13 @@ class Publisher(ABC):
     @abstractmethod
     def _close(self, final: StatusEvent | None) -> None: ...
 
+    def _dead_letter(self, item: OutboxItem, reason: str) -> None:
+        log.error("event %s on %s cannot be delivered, moved to the dead letters: %s",
+                  item.event_id, item.topic, reason)  # fmt: skip
+        self.outbox.dead_letter(item.seq, reason)
+        self._last_sent = max(self._last_sent, item.seq)
+        self.metrics.error("dead_letters")
+
     def _acked(self, token: int, delivered: bool = True) -> None:
         """Called from any thread when the transport confirms `token`."""
         self._acks.put((token, delivered))
@@ -115,7 +130,14 @@ class Publisher(ABC):
             if room <= 0:
                 continue
             for item in self.outbox.pending(after=self._last_sent, limit=room):
-                token = self._send(item)
+                try:
+                    token = self._send(item)
+                except Undeliverable as exc:
+                    self._dead_letter(item, str(exc))
+                    continue
+                except Exception as exc:  # a transport bug must not stop delivery for good
+                    self._dead_letter(item, f"{type(exc).__name__}: {exc}")
+                    continue
                 if token is None:
                     break
                 self._inflight[token] = item.seq

@@ -16,12 +16,13 @@ from agent.config import AgentConfig
 from agent.errors import ConfigError
 from agent.events import CommandResult, MetricsEvent, StatusEvent, TrackEvent
 from agent.metrics import Metrics
-from agent.publish.base import Publisher
+from agent.publish.base import Publisher, Undeliverable
 from agent.publish.outbox import Outbox, OutboxItem
 
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], CommandResult]
+PACKET_OVERHEAD = 16  # fixed header, topic length, packet id and a few properties
 
 
 def mqtt_client(cfg: AgentConfig, client_id: str):
@@ -101,6 +102,8 @@ class MqttPublisher(Publisher):
         client.on_message = self._on_message
         self.client = client
         self.keepalive = m.keepalive_s
+        self.configured_max_packet = m.max_packet_bytes
+        self.max_packet = m.max_packet_bytes  # lowered by the broker's CONNACK (MQTT 5)
 
     @property
     def connected(self) -> bool:
@@ -126,6 +129,10 @@ class MqttPublisher(Publisher):
             log.error("MQTT broker refused the connection: %s", reason_code)
             return
         self.connects += 1
+        broker_limit = getattr(properties, "MaximumPacketSize", None) if properties else None
+        self.max_packet = min(
+            self.configured_max_packet, broker_limit or self.configured_max_packet
+        )
         self._connected.set()
         log.info("MQTT connected (%s)", "first" if self.connects == 1 else "reconnect")
         status = self._status.model_copy(update={"state": "online", "ts": time.time()})
@@ -165,6 +172,12 @@ class MqttPublisher(Publisher):
     def _send(self, item: OutboxItem) -> int | None:
         # paho queues QoS 1 messages while disconnected and re-sends unacknowledged ones after
         # a reconnect, so the sender does not need to track the connection itself.
+        size = len(item.payload) + len(item.topic.encode()) + PACKET_OVERHEAD
+        if size > self.max_packet:
+            raise Undeliverable(
+                f"{size}-byte packet is above the maximum packet size {self.max_packet} "
+                "(the broker's, or mqtt.max_packet_bytes)"
+            )
         info = self.client.publish(item.topic, item.payload, qos=1)
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
             self.metrics.error("publish_failed")

@@ -24,6 +24,15 @@ CREATE TABLE IF NOT EXISTS events (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
 """
 
 
@@ -133,6 +142,29 @@ class Outbox:
         with self._lock:
             cur = self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
             self._count -= cur.rowcount
+
+    def dead_letter(self, seq: int, reason: str) -> None:
+        """Move an event no transport will ever take out of the way of the others (kept, with
+        the reason, in `dead_letters`)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO dead_letters SELECT seq, event_id, topic, payload, "
+                    "created, ?, ? FROM events WHERE seq = ?",
+                    (reason, time.time(), seq),
+                )
+                cur = self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+                self._count -= cur.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def dead_letters(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
