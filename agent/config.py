@@ -31,6 +31,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_ENV = "AGENT_CONFIG"
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)([^/@:]*):([^/@]*)@", re.I)
+_SECRET_PARAM = re.compile(r"([?&;](?:password|passwd|pwd|pass|token|key|secret)=)[^&;]*", re.I)
+
+
+def redact(uri: str) -> str:
+    """A URI safe to log or publish: the password of user:password@ and secret-looking query
+    parameters become ***."""
+    uri = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", uri)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}***", uri)
+
+
 Provider = Literal["tensorrt", "cuda", "cpu"]
 
 
@@ -244,6 +255,11 @@ class SourceConfig(Section):
         0, ge=0, description="Give up (health 'failed') after this many failed opens (0 = never)."
     )
     match: MatchPolicyConfig | None = Field(None, description="Overrides [match] for this source.")
+
+    @property
+    def shown_uri(self) -> str:
+        """The uri with credentials redacted: what logs, status and events may show."""
+        return redact(self.uri)
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> SourceConfig:

@@ -190,3 +190,22 @@ def test_onnx_detector_decodes_yolo_v5_boxes_back_to_frame_pixels(tmp_path):
         AgentConfig(detect=cfg.model_copy(update={"onnx_classes": [1]}))
     ).boxes(frame)
     assert len(only_class_1) == 1 and np.allclose(only_class_1[0][:4], [86, 30, 20, 20])
+
+
+def test_camera_passwords_never_reach_status_errors_or_logs(caplog):
+    from agent.config import redact
+
+    assert redact("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
+    assert "hunter2" not in redact("http://cam/stream?user=a&password=hunter2&fps=5")
+    assert redact("/videos/lobby.mp4") == "/videos/lobby.mp4"
+    cfg = SourceConfig(id="cam", uri="rtsp://admin:s3cret@127.0.0.1:1/live",
+                       stall_timeout_s=1.0, reconnect_min_s=0.05, reconnect_max_s=0.1,
+                       max_retries=2)  # fmt: skip
+    source = make_source(cfg, whole, threading.Event())
+    with caplog.at_level("DEBUG"):
+        source.start()
+        source.join(30)
+    status = source.status()
+    assert source.health == "failed" and status.error
+    shown = status.model_dump_json() + caplog.text
+    assert "s3cret" not in shown and "admin:***@" in shown

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, SourceConfig
+from agent.config import AgentConfig, SourceConfig, redact
 
 Level = Literal["ok", "warn", "fail"]
 
@@ -174,14 +174,14 @@ def _source(src: SourceConfig) -> Check:
 
     try:
         return Check(name, "ok", _with_timeout(probe, src.stall_timeout_s + 5))
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # OSError, TimeoutError, cv2.error: a failed check, not a crash
         hint = {
             "device": "check the camera index and that the user is in group 'video'",
             "stream": "check the URL, credentials and network",
             "gstreamer": "test the pipeline with gst-launch-1.0; OpenCV needs GStreamer",
             "file": "check the path",
         }[kind]
-        return Check(name, "fail", f"{src.uri}: {exc}", hint)
+        return Check(name, "fail", redact(f"{src.shown_uri}: {exc}"), hint)
 
 
 def _broker(cfg: AgentConfig) -> Check:

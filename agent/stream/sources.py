@@ -115,7 +115,7 @@ class Source:
 
     def status(self) -> SourceStatus:
         return SourceStatus(
-            health=self.health, uri=self.cfg.uri, reconnects=self.counters.reconnects,
+            health=self.health, uri=self.cfg.shown_uri, reconnects=self.counters.reconnects,
             error=self.error,
         )  # fmt: skip
 
@@ -200,7 +200,7 @@ class VideoSource(Source):
             cap = cv2.VideoCapture(uri)
         if not cap.isOpened():
             cap.release()
-            raise OSError(f"cannot open {self.kind} source {uri}")
+            raise OSError(f"cannot open {self.kind} source {self.cfg.shown_uri}")
         return cap
 
     def _produce(self) -> None:
