@@ -40,7 +40,7 @@ from agent.publish import make_publisher
 from agent.runtime.session import EngineBuild, engine_builds
 from agent.stream.detect import make_prepare
 from agent.stream.pipeline import Pipeline
-from agent.stream.sources import make_source
+from agent.stream.sources import check_file_source, make_source
 
 log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 300
@@ -55,10 +55,13 @@ class Agent:
         if not cfg.sources:
             raise ConfigError("no sources: add [[sources]] to the config or pass --source")
         self.cfg = cfg
+        self.exit_code = 0
         self.print_events = print_events and bool(cfg.mqtt.host)
         self.started = time.monotonic()
         self.notifier = SystemdNotifier()
         self._running = False
+        for source in cfg.sources:
+            check_file_source(source)
         self._build_watch = EngineBuildWatch(self.notifier, self._report_engine_build).start()
         self.live = LiveGallery(cfg, cfg.gallery_path)
         self.live.embedder.load()  # now (maybe building a TensorRT engine), not on the first frame
@@ -245,6 +248,15 @@ class Agent:
                 next_report = now + interval
             if deadline and now >= deadline:
                 break
+            if not frames and all(s.done and s.health == "failed" for s in self.sources):
+                log.error("every source failed (%s); exiting 1 so the service manager restarts",
+                          "; ".join(f"{s.id}: {s.error}" for s in self.sources))  # fmt: skip
+                self.exit_code = 1
+                break
+            if self.publisher.failed:
+                log.error("events cannot be written any more; they stay in the outbox")
+                self.exit_code = 1
+                break
             if (
                 self.cfg.pipeline.exit_when_done
                 and not frames
@@ -295,4 +307,4 @@ class Agent:
         self.live.close()
         self._build_watch.stop()
         log.info("agent stopped")
-        return 0
+        return self.exit_code

@@ -243,3 +243,31 @@ def test_a_command_that_fails_on_the_filesystem_is_answered_not_fatal(gallery, t
         live.close()
     assert result.ok is False and "Error" in result.message
     assert metrics.errors == {"commands": 1}
+
+
+def test_exit_codes_tell_the_service_manager_what_happened(gallery, tmp_path):
+    """A video file that cannot be read is a config error (exit 2, not restarted); every source
+    having failed is exit 1 (restarted); a closed stdout is exit 1 with the events kept."""
+    import tomli_w
+
+    config = agent_config(tmp_path / "state", gallery)
+    path = tmp_path / "agent.toml"
+    path.write_text(tomli_w.dumps(config))
+    (tmp_path / "text.mp4").write_text("not a video")
+    for bad in (tmp_path / "text.mp4", tmp_path / "missing.mp4"):
+        out = run("-q", "-c", str(path), "run", "-s", f"cam={bad}")
+        assert out.returncode == 2 and "error: source cam: " in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    failing = dict(config, sources=[{"id": "cam", "uri": "rtsp://u:pw@127.0.0.1:1/x",
+                                     "max_retries": 2, "reconnect_min_s": 0.05,
+                                     "reconnect_max_s": 0.1}])  # fmt: skip
+    path.write_text(tomli_w.dumps(failing))
+    out = run("-q", "-c", str(path), "run")
+    assert out.returncode == 1 and "every source failed" in out.stderr and "pw" not in out.stderr
+    path.write_text(tomli_w.dumps(config))
+    command = [sys.executable, "-m", "agent", "-q", "-c", str(path), "run", "--fast"]
+    agent = subprocess.Popen([*command, "-s", f"cam={CLIP}"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    agent.stdout.readline()
+    agent.stdout.close()  # `agent run | head -1`
+    assert agent.wait(60) == 1

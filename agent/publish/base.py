@@ -33,6 +33,7 @@ class Publisher(ABC):
         self.window = window
         self.metrics = metrics or NullMetrics()
         self.published = 0
+        self.failed = False  # the transport cannot take events any more (a closed stdout)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # transport token -> outbox seq

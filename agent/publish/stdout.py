@@ -31,6 +31,7 @@ class StdoutPublisher(Publisher):
         except OSError as exc:  # closed pipe: keep the event for the next run
             self.metrics.error("stdout")
             log.error("cannot write events to stdout: %s", exc)
+            self.failed = True
             self._stop.set()
             return None
         self._token += 1

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from agent.config import SourceConfig
+from agent.errors import ConfigError
 from agent.events import SourceHealth, SourceStatus
 from agent.metrics import SourceCounters
 from agent.runtime.images import IMAGE_SUFFIXES
@@ -322,6 +323,23 @@ class FolderSource(Source):
             log.warning("source %s: skipping %s: not a readable image", self.id, path)
             return
         self._emit(pixels, media_time, (time.perf_counter() - t0) * 1000)
+
+
+def check_file_source(cfg: SourceConfig) -> None:
+    """A video file that cannot be read now will not become readable by retrying: say so at
+    start (ConfigError, exit 2) instead of reconnecting forever."""
+    if resolve_kind(cfg) != "file":
+        return
+    path = Path(cfg.uri)
+    if not path.is_file():
+        raise ConfigError(f"source {cfg.id}: no such video file: {cfg.shown_uri}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok = cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+    if not ok:
+        raise ConfigError(f"source {cfg.id}: {cfg.shown_uri} is not a readable video file")
 
 
 def make_source(cfg: SourceConfig, prepare: Prepare, ready: threading.Event) -> Source:
