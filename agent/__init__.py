@@ -15,9 +15,18 @@ not need them) loads neither onnxruntime nor OpenCV.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Decompression bombs: OpenCV refuses, before allocating, any image whose header declares more
+# pixels than this (a 2.6 MB PNG can declare 30000 x 30000 = 2.7 GB). It applies to every decode
+# of the process (files, folder sources, remote commands); set the variable to change it. An
+# empty or non-numeric value would abort OpenCV, so it is replaced by the default.
+MAX_IMAGE_PIXELS = 40_000_000
+if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip().isdigit():
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)
 
 _EXPORTS = {
     "AgentConfig": "agent.config",

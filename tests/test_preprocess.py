@@ -140,3 +140,39 @@ def test_formats_decode(tmp_path, suffix):
     img = photo_like(10)
     pixels, color = load_pixels(write_image(tmp_path / f"x{suffix}", img))
     assert pixels.shape == img.shape and color == "BGR"
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid-looking PNG header declaring a huge image, with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_decompression_bombs_are_refused_before_decoding(tmp_path):
+    """30000 x 30000 declared in a 1 kB file: refused by the pixel limit (40 MP), in this
+    process and in a CLI run that also embeds a real image; the real one is embedded."""
+    import os
+    import subprocess
+    import sys
+
+    # OpenCV reads the limit once, at its first decode: check it in fresh processes.
+    assert int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"]) == 40_000_000  # set by `import agent`
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "bomb.png").write_bytes(_png_declaring(30000, 30000))
+    cv2.imwrite(str(folder / "ok.png"), np.full((48, 64, 3), 120, np.uint8))
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    env["OPENCV_IO_MAX_IMAGE_PIXELS"] = ""  # empty would abort OpenCV: the default is used
+    code = ("import sys; from agent.cli import main; sys.argv = ['agent', 'embed', "
+            f"{str(folder)!r}, '--json']; main()")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert '"ok": 1' in out.stdout, out.stderr[-500:]
+    assert "declares more than 40000000 pixels" in out.stdout, out.stdout

@@ -7,6 +7,7 @@ release the GIL, so a thread pool can preprocess a batch while the session runs 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,14 @@ def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if not data:
         raise InputError(f"{name}: empty file")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as exc:
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS")
+            raise InputError(f"{name}: declares more than {limit} pixels (decompression bomb? "
+                             "OPENCV_IO_MAX_IMAGE_PIXELS sets the limit)") from None  # fmt: skip
+        raise InputError(f"{name}: cannot decode image ({str(exc).strip()[-120:]})") from None
     if img is None or img.size == 0:
         raise InputError(f"{name}: cannot decode image (corrupt or unsupported format)")
     return img

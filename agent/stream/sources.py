@@ -315,8 +315,8 @@ class FolderSource(Source):
         try:
             data = np.fromfile(path, np.uint8)
             pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        except OSError as exc:
-            pixels, self.error = None, str(exc)
+        except (OSError, cv2.error) as exc:  # unreadable, or a header over the pixel limit
+            pixels, self.error = None, str(exc).strip().splitlines()[-1]
         if pixels is None:
             self.counters.frames_corrupt += 1
             self.error = f"cannot decode {path.name}"
