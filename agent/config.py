@@ -21,7 +21,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from agent.errors import ConfigError
 
@@ -527,17 +532,26 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
 
 
 def load_config(path: str | Path | None = None) -> AgentConfig:
     """Load `agent.toml` (or $AGENT_CONFIG, or defaults only), apply env overrides, validate."""
     path = path or os.environ.get(CONFIG_ENV)
     data = read_toml(Path(path)) if path else {}
+    origin = f"{path} + AGENT_* environment" if path else "AGENT_* environment"
     try:
         return AgentConfig(**data)
     except ValidationError as exc:
-        origin = f"{path} + AGENT_* environment" if path else "AGENT_* environment"
         raise ConfigError(_format_error(exc, origin)) from None
+    except SettingsError as exc:  # an AGENT_* value that is not the JSON its field needs
+        raise ConfigError(
+            f"invalid config ({origin}): {exc}; lists and sections given in the environment "
+            'are JSON, e.g. AGENT_MODELS__PROVIDERS=\'["cuda", "cpu"]\''
+        ) from None
 
 
 _NAMED_SOURCE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")

@@ -132,3 +132,33 @@ def test_every_config_field_has_a_description():
 
     walk(AgentConfig, "")
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("AGENT_SOURCES", "garbage", "are JSON"),
+        ("AGENT_MODELS__PROVIDERS", "cuda", "are JSON"),
+        ("AGENT_STATE_DIR", "", "state_dir"),
+        ("AGENT_DEVICE_ID", "cam#1", "device_id"),
+    ],
+)  # fmt: skip
+def test_bad_environment_values_are_one_line_errors(monkeypatch, env, value, needle):
+    from tests.test_cli import one_error_line, run
+
+    monkeypatch.setenv(env, value)
+    assert needle in one_error_line(run("config", "show"))
+
+
+def test_non_utf8_config_and_bad_names_are_one_line_errors(tmp_path):
+    from tests.test_cli import one_error_line, run
+
+    config = tmp_path / "agent.toml"
+    config.write_bytes(b'device_id = "\xff\xfe"\n')
+    assert "not UTF-8" in one_error_line(run("-c", str(config), "config", "show"))
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    line = one_error_line(run("models", "import", str(onnx), "--as", "../../escape"))
+    assert "use letters, digits" in line and not (tmp_path.parent / "escape.toml").exists()
+    line = one_error_line(run("service", "install", "--config-dir", "relative/etc", "--dry-run"))
+    assert "absolute" in line

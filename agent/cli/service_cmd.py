@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from agent.cli.common import console
+from agent.errors import InputError
 
 if TYPE_CHECKING:
     from agent.ops.deploy import Installer
@@ -54,6 +55,8 @@ def install(
     from agent.config import source_from_spec
     from agent.ops.deploy import UNIT, Installer, installed_agent
 
+    if not config_dir.is_absolute():
+        raise InputError(f"--config-dir must be an absolute path, not {config_dir}")
     installer = Installer(root=root.absolute(), config_dir=config_dir, dry_run=dry_run)
     agent = (exec_path or installed_agent()).absolute()
     not_started = installer.install(

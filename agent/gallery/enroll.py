@@ -118,16 +118,20 @@ def scan(
         if problem:
             problems.append(Problem(str(folder), "bad-identity", problem))
             continue
-        if recursive:
-            images = list_images(folder, recursive=True)
-        else:
-            images = sorted(p for p in folder.iterdir() if _is_image(p))
-            nested = [d for d in sorted(folder.iterdir()) if d.is_dir() and list_images(d)]
-            if nested:
-                raise InputError(
-                    f"{nested[0]}: nested folder with images inside identity {folder.name!r}; "
-                    "use --recursive to enroll it under that identity"
-                )
+        try:
+            if recursive:
+                images = list_images(folder, recursive=True)
+            else:
+                images = sorted(p for p in folder.iterdir() if _is_image(p))
+                nested = [d for d in sorted(folder.iterdir()) if d.is_dir() and list_images(d)]
+                if nested:
+                    raise InputError(
+                        f"{nested[0]}: nested folder with images inside identity "
+                        f"{folder.name!r}; use --recursive to enroll it under that identity"
+                    )
+        except OSError as exc:  # no permission, or it vanished while scanning
+            problems.append(Problem(str(folder), "unreadable", f"{folder}: {exc.strerror}"))
+            continue
         if not images:
             problems.append(Problem(str(folder), "empty-folder", "no images in this folder"))
         found += [ImageFile(folder.name, p) for p in images]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnxruntime as ort
@@ -76,6 +77,9 @@ def _manifest_like(
     )
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def import_model(
     registry: ModelRegistry,
     src: Path,
@@ -86,6 +90,11 @@ def import_model(
 ) -> tuple[Manifest, str, Path]:
     if not src.is_file():
         raise InputError(f"{src}: no such file")
+    if not _NAME.fullmatch(name) or (variant is not None and not _NAME.fullmatch(variant)):
+        raise InputError(
+            f"model name {name!r} / variant {variant!r}: use letters, digits, '_', '-' and '.' "
+            "only (they become file names)"
+        )
     inputs, outputs = _graph_signature(src)
     digest = sha256_file(src)
     known = registry.manifests()
