@@ -243,3 +243,37 @@ def test_crafted_imports_are_refused_whole_and_leave_no_gallery(tmp_path, sql, p
         import_gallery(bad, tmp_path / "g")
     with Gallery.open(tmp_path / "g") as g:
         assert g.count == before and np.isfinite(g.search(np.ones((1, DIM)), k=1)[0].hits[0].score)
+
+
+def test_garbage_inside_the_index_file_is_caught_by_its_checksum(tmp_path):
+    """4 kB of garbage over the index (the file still loads) is caught by the checksum saved with
+    it: readers serve a rebuilt index, and `gallery repair` saves the repair."""
+    centres = make(tmp_path / "g", n_ids=6, per_id=5)
+    index = tmp_path / "g" / INDEX_FILE
+    data = bytearray(index.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = np.random.default_rng(0).bytes(4096)[
+        : len(data) - len(data) // 2
+    ]
+    index.write_bytes(bytes(data))
+    with Gallery.open(tmp_path / "g") as reader:
+        assert reader.repaired and "checksum" in reader.repaired
+        assert reader.search(unit(centres[2])[None], k=1)[0].identities[0].identity == "id2"
+    with Gallery.open(tmp_path / "g", writable=True) as writer:
+        assert writer.repaired and "checksum" in writer.repaired
+    with Gallery.open(tmp_path / "g") as reader:
+        assert not reader.repaired  # saved
+
+
+def test_damaged_database_pages_are_reported_not_a_traceback(tmp_path):
+    from tests.test_cli import one_error_line, run
+
+    make(tmp_path / "g", n_ids=40, per_id=10)
+    db = tmp_path / "g" / "gallery.db"
+    data = bytearray(db.read_bytes())
+    page = 4096 * 3  # past the header and schema pages
+    data[page : page + 4096] = b"\xab" * 4096
+    db.write_bytes(bytes(data))
+    for wal in (tmp_path / "g").glob("gallery.db-*"):
+        wal.unlink()
+    line = one_error_line(run("gallery", "repair", "-g", str(tmp_path / "g")))
+    assert "damaged" in line or "database" in line

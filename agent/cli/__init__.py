@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 from agent import __version__
@@ -25,6 +26,11 @@ def main() -> None:
     except AgentError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except sqlite3.DatabaseError as exc:  # a damaged gallery, cache or outbox file
+        err_console.print(f"[bold red]error:[/] database: {exc} (`agent doctor` says which file; "
+                          "`agent gallery repair` checks the gallery)", highlight=False,
+                          soft_wrap=True)  # fmt: skip
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

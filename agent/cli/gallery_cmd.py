@@ -94,8 +94,16 @@ def remove(
 def repair(ctx: typer.Context, gallery: Path | None = GalleryOption) -> None:
     """Check the index against the metadata and rebuild it if they disagree."""
     from agent.gallery.gallery import Gallery
+    from agent.gallery.store import GalleryError
 
     with Gallery.open(resolve_gallery_path(state(ctx).config, gallery), writable=True) as g:
+        corrupt = g.store.integrity_problem()
+        if corrupt:
+            raise GalleryError(
+                f"{g.path / 'gallery.db'} is damaged ({corrupt}); the database is the truth and "
+                "cannot be rebuilt: restore a backup or an export (`agent gallery import`), or "
+                "enroll again"
+            )
         problem, count = g.repaired, g.count
     if problem:
         console.print(f"repaired: {problem}; index rebuilt with {count} vectors")

@@ -10,6 +10,7 @@ while a writer is between its two transactions waits briefly for the writer to f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READER_WAIT_S = 10.0
+VERIFY_ON_OPEN_BYTES = 64 << 20  # readers verify the index checksum at open up to this size
 CALIBRATION_MAX_VECTORS = 20_000  # larger galleries are calibrated on a fixed random subset
 EXACT_BELOW = 4096  # galleries this small are searched exhaustively: exact, and about as fast
 _NO_KEY = np.iinfo(np.uint64).max
@@ -245,11 +247,26 @@ class Gallery:
         self._full_rebuild = True
         self.flush()
 
+    def index_checksum_problem(self, force: bool = False) -> str | None:
+        """Whether the index file still has the checksum recorded when it was saved (writers
+        and small indexes always check; readers of large ones skip it, repair forces it)."""
+        path = self.path / INDEX_FILE
+        recorded = self.store.meta_value("index_sha256")
+        if not recorded or not path.exists():
+            return None
+        if not (force or self.writable or path.stat().st_size <= VERIFY_ON_OPEN_BYTES):
+            return None
+        if _sha256(path) != recorded:
+            return "index file does not match the checksum recorded when it was saved"
+        return None
+
     def _load_space(self) -> SearchSpace:
         from agent.gallery.space import SearchSpace, restore_index
 
         space = SearchSpace(self.settings, self.model.dim, self.store)
         problem = self._problem
+        if not problem and self.count:
+            problem = self.index_checksum_problem()
         if not problem and self.count:
             try:
                 index = restore_index(self.path / INDEX_FILE, view=not self.writable)
@@ -296,8 +313,10 @@ class Gallery:
             centroids = space.compute_centroids(store, self._dirty_identities)
             stale = self._dirty_identities - set(centroids.names)
         version = store.meta_value("version")
+        checksum = ""
         if store.count:
             atomic_write_with(self.path / INDEX_FILE, lambda tmp: space.index.save(str(tmp)))
+            checksum = _sha256(self.path / INDEX_FILE)
         else:
             (self.path / INDEX_FILE).unlink(missing_ok=True)
         samples = self._measure()
@@ -306,7 +325,8 @@ class Gallery:
                 stored = space.projection.stored() if space.projection else None
                 store.save_projection(stored, store.count)
             store.save_centroids(centroids.names, centroids.vectors, stale, self._full_rebuild)
-            store.set_meta(index_version=version, calibration=json.dumps(samples.to_json()))
+            store.set_meta(index_version=version, index_sha256=checksum,
+                           calibration=json.dumps(samples.to_json()))  # fmt: skip
         self._calibration = samples
         self._dirty_identities.clear()
         self._full_rebuild = False
@@ -491,3 +511,11 @@ class Gallery:
     def export(self, target: Path) -> None:
         """The whole gallery as one portable SQLite file (vectors, metadata; no pickle)."""
         self.store.export(target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -357,6 +357,14 @@ class GalleryStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM vectors").fetchone()[0])
 
+    def integrity_problem(self) -> str | None:
+        """SQLite's own check of every page (quick_check), or None when the file is sound."""
+        try:
+            rows = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return None if rows == ["ok"] else "; ".join(rows[:3])
+
     def centroid_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM centroids").fetchone()[0])
 

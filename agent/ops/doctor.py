@@ -69,10 +69,15 @@ def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
                 f"{path}: {gallery.count} vectors, {len(gallery.identities())} identities, "
                 f"version {gallery.version}, model {model.label}"
             )
-            level: Level = "warn" if gallery.repaired else "ok"
-            fix = "agent gallery repair" if gallery.repaired else ""
+            damaged = gallery.store.integrity_problem()
+            problem = gallery.repaired or gallery.index_checksum_problem(force=True)
+            level: Level = "fail" if damaged else "warn" if problem else "ok"
+            fix = "restore a backup or export" if damaged else "agent gallery repair"
+            note = damaged or problem
             out.append(
-                Check("gallery", level, detail + (f" ({gallery.repaired})" if fix else ""), fix)
+                Check(
+                    "gallery", level, detail + (f" ({note})" if note else ""), fix if note else ""
+                )
             )
             with CachedEmbedder.from_config(cfg, model.name, model.variant) as embedder:
                 gallery.check_model(gallery_model(embedder.model))
