@@ -1,7 +1,9 @@
-"""Crash-safe file writes: write to a temporary file, fsync, rename, fsync the directory."""
+"""Crash-safe file writes: write to a temporary file, fsync, rename, fsync the directory; and
+private files for what may hold embeddings or pictures of people."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -49,3 +51,11 @@ def atomic_write_with(target: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_copy(src: Path, target: Path) -> None:
     atomic_write_with(target, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def ensure_private_file(path: Path) -> None:
+    """Create `path` empty and readable by its owner only (0600) unless it exists, so SQLite
+    opens it with those permissions and gives them to its -wal and -shm files too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -55,3 +55,20 @@ def test_keys_separate_content_model_and_flip():
     h = content_hash(b"abc")
     keys = {cache_key(h, "m1"), cache_key(h, "m2"), cache_key(h, "m1", flip=True)}
     assert len(keys) == 3
+
+
+def test_state_databases_are_private_to_their_owner(tmp_path):
+    """Events, the cache and galleries may hold embeddings and thumbnails of people: 0600."""
+    import stat
+
+    from agent.gallery.store import GalleryModel, GallerySettings, GalleryStore
+    from agent.publish.outbox import Outbox
+    from agent.runtime.cache import EmbeddingCache
+
+    Outbox(tmp_path / "outbox.db").close()
+    EmbeddingCache(tmp_path / "cache.db").close()
+    GalleryStore.create(tmp_path / "g", GalleryModel("m", "fp32", "f", "0", 4),
+                        GallerySettings()).close()  # fmt: skip
+    for path in [tmp_path / "outbox.db", tmp_path / "cache.db", tmp_path / "g" / "gallery.db",
+                 *tmp_path.glob("*.db-wal")]:  # fmt: skip
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.atomic import atomic_write_with
+from agent.atomic import atomic_write_with, ensure_private_file
 from agent.errors import AgentError
 
 if TYPE_CHECKING:
@@ -308,6 +308,7 @@ class GalleryStore:
         db_path = path / DB_FILE
         try:
             if writable:
+                ensure_private_file(db_path)
                 db = sqlite3.connect(str(db_path), timeout=30.0, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")

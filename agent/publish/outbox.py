@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.atomic import ensure_private_file
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -61,6 +63,7 @@ class Outbox:
         self.max_age_s = max_age_s
         self.policy = policy
         self._lock = threading.Lock()
+        ensure_private_file(path)  # events may hold embeddings and thumbnails of people
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+from agent.atomic import ensure_private_file
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -84,7 +86,7 @@ class EmbeddingCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_file(self.path)  # content hashes and embeddings of what was seen
         self._db = sqlite3.connect(
             str(self.path) if self.path else ":memory:", timeout=30.0, check_same_thread=False
         )
