@@ -182,3 +182,21 @@ def test_kill_9_during_enrollment_then_rerun_is_consistent(tmp_path):
         assert len(gallery.index) == 320 and all(gallery.index.contains(int(k)) for k in keys)
         r = gallery.search(raw[:5], k=1, identity_weight=0.0)
     assert [x.hits[0].key for x in r] == [int(k) for k in keys[:5]]
+
+
+def test_prune_keeps_vectors_from_elsewhere_and_broken_links_are_listed(tmp_path, tiny_model):
+    images = make_dir(tmp_path / "imgs")
+    other = make_dir(tmp_path / "other", ids=("dave",), per_id=2, seed=300)
+    g = str(tmp_path / "g")
+    enroll(str(images), "-g", g, "-m", "tiny")
+    enroll(str(other), "-g", g, "-m", "tiny")
+    (other / "dave" / "0.png").unlink()  # gone, but not under the folder being pruned
+    (images / "bob" / "1.png").unlink()
+    (images / "bob" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (images / "carol" / "loop.png").symlink_to(images / "carol" / "loop.png")
+    report = enroll(str(images), "-g", g, "-m", "tiny", "--prune")
+    assert report["removed"] == 1 and report["gallery_vectors"] == 10
+    kinds = [p["kind"] for p in report["problems"]]
+    assert kinds.count("broken-link") == 2
+    with Gallery.open(tmp_path / "g") as gallery:
+        assert len(gallery.entries("dave")) == 2

@@ -84,6 +84,7 @@ def enroll_command(
                     prune=prune,
                     dry_run=dry_run,
                     progress=advance,
+                    root=directory,
                 )
     report.problems = problems + report.problems
     _show(report, as_json)

@@ -132,10 +132,24 @@ def scan(
         except OSError as exc:  # no permission, or it vanished while scanning
             problems.append(Problem(str(folder), "unreadable", f"{folder}: {exc.strerror}"))
             continue
+        problems += _broken_links(folder, recursive)
         if not images:
             problems.append(Problem(str(folder), "empty-folder", "no images in this folder"))
         found += [ImageFile(folder.name, p) for p in images]
     return found, problems
+
+
+def _broken_links(folder: Path, recursive: bool) -> list[Problem]:
+    """Image names that are dangling or looping symlinks: listed, not silently skipped."""
+    try:
+        names = folder.rglob("*") if recursive else folder.iterdir()
+        return [
+            Problem(str(p), "broken-link", f"{p}: symbolic link to nothing (or a loop)")
+            for p in names
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_symlink() and not p.exists()
+        ]
+    except OSError:
+        return []
 
 
 def read_image_file(path: Path) -> EncodedImage | Problem:
@@ -216,8 +230,11 @@ def enroll(
     prune: bool = False,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    root: Path | None = None,
 ) -> EnrollReport:
-    """Bring the gallery in line with the candidates (see module docstring)."""
+    """Bring the gallery in line with the candidates (see module docstring). `prune` removes
+    vectors whose file is gone, only among those under `root` (the folder being enrolled), so
+    imported vectors or other folders' are kept."""
     started = time.perf_counter()
     report = EnrollReport(str(gallery.path), gallery.model.label, dry_run)
     report.scanned = len(candidates)
@@ -247,7 +264,13 @@ def enroll(
             if e.identity in identities and e.source not in triage.seen_sources
         ]
     if prune:
-        stale += [e.key for e in by_source.values() if not Path(e.source).exists()]
+        under = root.resolve() if root is not None else None
+        stale += [
+            e.key
+            for e in by_source.values()
+            if (under is None or Path(e.source).is_relative_to(under))
+            and not Path(e.source).exists()
+        ]
     stale = sorted(set(stale))
     report.removed = len(stale)
     if stale and not dry_run:
