@@ -200,3 +200,20 @@ def test_prune_keeps_vectors_from_elsewhere_and_broken_links_are_listed(tmp_path
     assert kinds.count("broken-link") == 2
     with Gallery.open(tmp_path / "g") as gallery:
         assert len(gallery.entries("dave")) == 2
+
+
+def test_reindex_refuses_sources_that_are_not_regular_files(tmp_path, tiny_model):
+    """A source replaced by a device (/dev/zero: endless bytes) is not read: refused, or dropped
+    with --drop-missing; the rest is re-embedded."""
+    images = make_dir(tmp_path / "imgs")
+    g = str(tmp_path / "g")
+    enroll(str(images), "-g", g, "-m", "tiny")
+    victim = images / "bob" / "0.png"
+    victim.unlink()
+    victim.symlink_to("/dev/zero")
+    line = one_error_line(run("gallery", "reindex", "-g", g))
+    assert "not regular files" in line
+    out = run("gallery", "reindex", "-g", g, "--drop-missing")
+    assert out.returncode == 0 and "dropped 1" in out.stdout, out.stderr
+    with Gallery.open(tmp_path / "g") as gallery:
+        assert gallery.count == 8

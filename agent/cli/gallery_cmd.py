@@ -156,48 +156,20 @@ def reindex(
     ),
 ) -> None:
     """Re-embed every vector from its source file (e.g. with a new model), atomically."""
-    import numpy as np
-
     from agent.cli.progress import progress_bars
+    from agent.gallery.enroll import reindex as reindex_gallery
     from agent.gallery.gallery import Gallery
-    from agent.gallery.models import gallery_model
     from agent.runtime.embedder import CachedEmbedder
-    from agent.runtime.images import EncodedImage
 
     cfg = state(ctx).config
     path = resolve_gallery_path(cfg, gallery)
     with Gallery.open(path, writable=True) as g:
         if model is None:
             model, variant = g.model.name, variant or g.model.variant
-        entries = g.entries()
-        with CachedEmbedder.from_config(cfg, model, variant) as embedder:
-            items, keys, missing = [], [], []
-            for e in entries:
-                try:
-                    items.append(EncodedImage(Path(e.source).read_bytes(), e.source))
-                    keys.append(e.key)
-                except OSError:
-                    missing.append(e)
-            if missing and not drop_missing:
-                raise InputError(
-                    f"{len(missing)} source files are gone (e.g. {missing[0].source}); "
-                    "restore them or pass --drop-missing"
-                )
-            with progress_bars() as start:
-                advance = start("re-embedding", len(items))
-                embedded = embedder.embed(items, flip=g.settings.flip, progress=advance)
-            failed = [keys[i] for i in np.flatnonzero(~embedded.ok)]
-            if failed and not drop_missing:
-                raise InputError(
-                    f"{len(failed)} source files no longer decode ({embedded.errors[0].message}); "
-                    "pass --drop-missing to drop them"
-                )
-            vectors = {keys[i]: embedded.vectors[i] for i in np.flatnonzero(embedded.ok)}
-            g.replace_model(
-                gallery_model(embedder.model), vectors, [e.key for e in missing] + failed
-            )
+        with CachedEmbedder.from_config(cfg, model, variant) as embedder, progress_bars() as start:
+            kept, dropped = reindex_gallery(g, embedder, drop_missing, start)
             inferences = embedder.inferences
         console.print(
-            f"reindexed {len(vectors)} vectors with {g.model.label} ({inferences} inferences); "
-            f"dropped {len(missing) + len(failed)}; gallery version {g.version}"
+            f"reindexed {kept} vectors with {g.model.label} ({inferences} inferences); "
+            f"dropped {dropped}; gallery version {g.version}"
         )

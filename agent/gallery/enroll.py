@@ -17,6 +17,7 @@ from typing import Literal
 
 from agent.errors import InputError
 from agent.gallery.gallery import Gallery
+from agent.gallery.models import gallery_model
 from agent.gallery.store import Entry, NewVector, check_identity
 from agent.runtime.cache import content_hash
 from agent.runtime.embedder import CachedEmbedder
@@ -312,3 +313,41 @@ def _embed_and_commit(
             remove.append(pending.old_key)
             report.updated += 1
     gallery.apply(add=add, remove=remove)
+
+
+def reindex(
+    gallery: Gallery,
+    embedder: CachedEmbedder,
+    drop_missing: bool = False,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> tuple[int, int]:
+    """Re-embed every vector from its source file with `embedder`'s model and switch the gallery
+    to it in one transaction. Sources are read a chunk at a time and must be regular files (not
+    a device or a pipe). Returns (vectors kept, vectors dropped)."""
+    import numpy as np
+
+    entries = gallery.entries()
+    advance = progress("re-embedding", len(entries)) if progress else None
+    vectors: dict[int, np.ndarray] = {}
+    missing, failed = [], []
+    for start in range(0, len(entries), CHUNK):
+        items, keys = [], []
+        for e in entries[start : start + CHUNK]:
+            image = read_image_file(Path(e.source)) if Path(e.source).is_file() else None
+            if isinstance(image, EncodedImage):
+                items.append(image)
+                keys.append(e.key)
+            else:
+                missing.append(e)
+        embedded = embedder.embed(items, flip=gallery.settings.flip, progress=advance)
+        failed += [keys[i] for i in np.flatnonzero(~embedded.ok)]
+        vectors |= {keys[i]: embedded.vectors[i] for i in np.flatnonzero(embedded.ok)}
+        if (missing or failed) and not drop_missing:
+            what = missing[0].source if missing else embedded.errors[0].message
+            raise InputError(
+                f"{len(missing) + len(failed)} source file(s) are gone, not regular files or "
+                f"no longer decode (e.g. {what}); restore them or pass --drop-missing"
+            )
+    gallery.replace_model(gallery_model(embedder.model), vectors,
+                          [e.key for e in missing] + failed)  # fmt: skip
+    return len(vectors), len(missing) + len(failed)
