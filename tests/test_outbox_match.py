@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 from agent.publish.outbox import Outbox
@@ -39,3 +41,24 @@ def test_outbox_expires_old_events(tmp_path):
     time.sleep(0.3)
     box.put("new", "t", b"x")
     assert [i.event_id for i in box.pending()] == ["new"] and box.dropped == 1
+
+
+def test_outbox_list_and_purge_commands(tmp_path):
+    """What an earlier run left (and the dead letters) can be seen and dropped by a person."""
+    from tests.test_cli import one_error_line, run
+
+    state = tmp_path / "state"
+    box = Outbox(state / "outbox.db")
+    for i in range(3):
+        box.put(f"e{i}", "agent/x/match", b"{}")
+    box.dead_letter(box.pending()[0].seq, "too large for the broker")
+    box.close()
+    env = {**os.environ, "AGENT_STATE_DIR": str(state)}
+    listed = json.loads(run("outbox", "list", "--json", env=env).stdout)
+    assert listed["total"] == 2 and [e["event_id"] for e in listed["events"]] == ["e1", "e2"]
+    dead = json.loads(run("outbox", "list", "--dead", "--json", env=env).stdout)
+    assert dead["events"][0]["reason"] == "too large for the broker"
+    assert "--yes" in one_error_line(run("outbox", "purge", "--pending", env=env))
+    out = run("outbox", "purge", "--pending", "--dead", "--yes", env=env)
+    assert out.returncode == 0 and "purged 3" in out.stdout
+    assert json.loads(run("outbox", "list", "--json", env=env).stdout)["total"] == 0

@@ -16,6 +16,7 @@ from agent.cli import (
     events_cmd,
     gallery_cmd,
     models_cmd,
+    outbox_cmd,
     run_cmd,
     search_cmd,
     service_cmd,
@@ -38,6 +39,7 @@ app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(gallery_cmd.app, name="gallery")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(service_cmd.app, name="service")
+app.add_typer(outbox_cmd.app, name="outbox")
 app.command("run")(run_cmd.run_command)
 app.command("status")(status_cmd.status_command)
 app.command("doctor")(doctor_cmd.doctor_command)

@@ -164,6 +164,35 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def listing(self, dead: bool = False, limit: int = 1000) -> list[dict]:
+        """Pending events (or dead letters, with their reason), oldest first, without payloads."""
+        table, extra = ("dead_letters", ", reason") if dead else ("events", "")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, event_id, topic, length(payload), created{extra} FROM {table} "
+                "ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        keys = ["seq", "event_id", "topic", "bytes", "created"] + (["reason"] if dead else [])
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def purge(self, pending: bool, dead: bool) -> int:
+        """Delete pending events and/or dead letters; returns how many went."""
+        removed = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if pending:
+                    removed += self._db.execute("DELETE FROM events").rowcount
+                    self._count = 0
+                if dead:
+                    removed += self._db.execute("DELETE FROM dead_letters").rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return removed
+
     @property
     def dead_letters(self) -> int:
         with self._lock:
