@@ -40,7 +40,15 @@ def _described(meta: dict[str, str], path: Path) -> tuple[GalleryModel, GalleryS
         raise GalleryError(f"{path}: export metadata is missing or malformed ({exc})") from None
     if not 1 <= model.dim <= 65536:
         raise GalleryError(f"{path}: export metadata has dim {model.dim}")
-    if settings.dtype not in ("f32", "f16", "i8") or not 4 <= settings.connectivity <= 128:
+    usable = (
+        settings.dtype in ("f32", "f16", "i8")
+        and 4 <= settings.connectivity <= 128
+        and 1 <= settings.expansion_add <= 4096
+        and 1 <= settings.expansion_search <= 4096
+        and 0 <= settings.whiten_dim <= 65536
+        and 0.0 <= settings.identity_weight <= 1.0
+    )
+    if not usable:
         raise GalleryError(f"{path}: export metadata has unusable index settings")
     return model, settings
 
