@@ -23,6 +23,8 @@ from tests.mqtt_support import Broker, Subscriber
 from tests.test_cli import run
 from tests.test_mqtt import PREFIX, mqtt_config
 
+WRONG_SHAPES = [[], 1, "x", None, {"identity": 5}, {"identity": ["a"]}, {"request_id": {}}]
+
 
 def real_images() -> list[tuple[str, bytes]]:
     """Real photos of the example set as JPEG, PNG and 16-bit TIFF."""
@@ -184,7 +186,7 @@ def test_random_payloads_on_every_command_topic_of_a_running_agent(gallery, tmp_
         shapes = [
             lambda: rng.bytes(int(rng.integers(0, 4096))),
             lambda: rng.bytes(10 * 2**20),  # 10 MB of noise
-            lambda: json.dumps([[], 1, "x", None, {"identity": 5}][int(rng.integers(0, 5))]).encode(),
+            lambda: json.dumps(WRONG_SHAPES[int(rng.integers(0, len(WRONG_SHAPES)))]).encode(),
             lambda: json.dumps({"identity": "é" * int(rng.integers(1, 300)),
                                 "image_jpeg": base64.b64encode(jpeg).decode()}).encode(),
             lambda: json.dumps({"identity": "x", "image_jpeg": base64.b64encode(

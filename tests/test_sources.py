@@ -209,3 +209,20 @@ def test_camera_passwords_never_reach_status_errors_or_logs(caplog):
     assert source.health == "failed" and status.error
     shown = status.model_dump_json() + caplog.text
     assert "s3cret" not in shown and "admin:***@" in shown
+
+
+def test_folder_source_reads_what_embed_reads(tmp_path):
+    """One reader: a float32 TIFF and a 16-bit grey PNG (IR) come through as frames (8-bit BGR
+    for the detectors and the change gate), a corrupt file is counted, nothing stops."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    ramp = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    assert cv2.imwrite(str(folder / "a_float.tiff"), np.dstack([ramp, ramp, ramp]))
+    assert cv2.imwrite(str(folder / "b_ir16.png"), (ramp * 4000 + 1000).astype(np.uint16))
+    (folder / "c_broken.jpg").write_bytes(b"\xff\xd8 not really")
+    source = start(SourceConfig(id="f", uri=str(folder)))
+    frames = drain(source)
+    assert len(frames) == 2 and source.counters.frames_corrupt == 1
+    for frame in frames:
+        assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (48, 64, 3)
+        assert frame.pixels.max() > 200 and frame.pixels.min() < 60  # the ramp survived

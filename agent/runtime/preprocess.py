@@ -76,6 +76,23 @@ def load_pixels(item: ImageLike) -> tuple[np.ndarray, ColorOrder]:
     return pixels, color
 
 
+def to_bgr8(pixels: np.ndarray, color: ColorOrder) -> np.ndarray:
+    """8-bit BGR for the stages that need it (detectors, the change gate, thumbnails), mapped
+    as the preprocessor maps them: 16-bit by its robust range, float taken on [0, 1]."""
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]
+    if pixels.dtype != np.uint8:
+        if pixels.dtype.kind in "iu":
+            lo, hi = _high_bit_range(pixels)
+            scaled = (pixels.astype(np.float32) - lo) * (255.0 / (hi - lo))
+        else:
+            scaled = pixels.astype(np.float32) * 255.0
+        pixels = np.clip(scaled, 0, 255).astype(np.uint8)
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    return pixels[:, :, ::-1].copy() if color == "RGB" else pixels
+
+
 def _high_bit_range(pixels: np.ndarray) -> tuple[float, float]:
     """Robust black/white points of a 16-bit image (percentiles of a subsample)."""
     step = max(1, int(np.sqrt(pixels.shape[0] * pixels.shape[1] / 65536)))

@@ -22,10 +22,11 @@ import cv2
 import numpy as np
 
 from agent.config import SourceConfig
-from agent.errors import ConfigError
+from agent.errors import ConfigError, InputError
 from agent.events import SourceHealth, SourceStatus
 from agent.metrics import SourceCounters
 from agent.runtime.images import IMAGE_SUFFIXES
+from agent.runtime.preprocess import load_pixels, to_bgr8
 from agent.stream.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -312,15 +313,12 @@ class FolderSource(Source):
     def _read_one(self, path: Path, media_time: float) -> None:
         t0 = time.perf_counter()
         self.counters.frames_in += 1
-        try:
-            data = np.fromfile(path, np.uint8)
-            pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        except (OSError, cv2.error) as exc:  # unreadable, or a header over the pixel limit
-            pixels, self.error = None, str(exc).strip().splitlines()[-1]
-        if pixels is None:
+        try:  # the reader `agent embed` and `agent enroll` use: 16-bit, float, grey, ...
+            pixels = to_bgr8(*load_pixels(path))
+        except InputError as exc:  # unreadable, corrupt, or over the pixel limit
             self.counters.frames_corrupt += 1
-            self.error = f"cannot decode {path.name}"
-            log.warning("source %s: skipping %s: not a readable image", self.id, path)
+            self.error = str(exc)
+            log.warning("source %s: skipping %s", self.id, exc)
             return
         self._emit(pixels, media_time, (time.perf_counter() - t0) * 1000)
 
