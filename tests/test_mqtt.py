@@ -12,7 +12,7 @@ import time
 import jsonschema
 import pytest
 
-from agent.events import MatchEvent, MetricsEvent, StatusEvent
+from agent.events import CommandResult, MatchEvent, MetricsEvent, StatusEvent
 from tests.agent_support import EXAMPLES, AgentProcess, agent_config
 from tests.conftest import shared_file
 from tests.mqtt_support import Broker, Subscriber, publish_once, require_mosquitto
@@ -111,6 +111,9 @@ def test_commands_reload_remove_enroll_and_malformed(gallery, broker, tmp_path):
     assert ask("enroll", long_name, 8)["ok"] is False  # 400 bytes: no such file name
     record = agent.wait_status(lambda r: r["metrics"]["gallery_size"] == 36)
     assert record["metrics"]["errors"]["commands"] == 5
+    result_schema = CommandResult.model_json_schema()
+    for payload in sub.payloads("/result"):  # every answer validates against its schema
+        jsonschema.validate(payload, result_schema)
     assert record["metrics"]["sources"]["cam"]["health"] == "ok"  # still running
     assert agent.stop() == 0
 

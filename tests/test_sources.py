@@ -220,9 +220,10 @@ def test_folder_source_reads_what_embed_reads(tmp_path):
     assert cv2.imwrite(str(folder / "a_float.tiff"), np.dstack([ramp, ramp, ramp]))
     assert cv2.imwrite(str(folder / "b_ir16.png"), (ramp * 4000 + 1000).astype(np.uint16))
     (folder / "c_broken.jpg").write_bytes(b"\xff\xd8 not really")
+    (folder / "d_dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
     source = start(SourceConfig(id="f", uri=str(folder)))
     frames = drain(source)
-    assert len(frames) == 2 and source.counters.frames_corrupt == 1
+    assert len(frames) == 2 and source.counters.frames_corrupt == 2
     for frame in frames:
         assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (48, 64, 3)
         assert frame.pixels.max() > 200 and frame.pixels.min() < 60  # the ramp survived

@@ -291,10 +291,16 @@ class FolderSource(Source):
                     return
                 continue
             settle = time.time() - 0.5  # skip files still being written
+            listed = [p for p in folder.iterdir()
+                      if p.suffix.lower() in IMAGE_SUFFIXES and p not in seen]  # fmt: skip
+            for link in (p for p in listed if p.is_symlink() and not p.exists()):
+                seen.add(link)  # dangling or looping: counted once, not retried
+                self.counters.frames_in += 1
+                self.counters.frames_corrupt += 1
+                log.warning("source %s: skipping %s: a link to nothing", self.id, link.name)
             new = sorted(
-                p for p in folder.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and p not in seen and p.is_file()
-                and (not self.cfg.watch or p.stat().st_mtime < settle)
+                p for p in listed
+                if p.is_file() and (not self.cfg.watch or p.stat().st_mtime < settle)
             )  # fmt: skip
             for path in new:
                 if self._stop.is_set():
@@ -318,7 +324,8 @@ class FolderSource(Source):
         except InputError as exc:  # unreadable, corrupt, or over the pixel limit
             self.counters.frames_corrupt += 1
             self.error = str(exc)
-            log.warning("source %s: skipping %s", self.id, exc)
+            log.warning("source %s: skipping %s: not a readable image", self.id, path.name)
+            log.debug("source %s: %s", self.id, exc)
             return
         self._emit(pixels, media_time, (time.perf_counter() - t0) * 1000)
 
