@@ -286,10 +286,11 @@ class DetectConfig(Section):
     )
     onnx_model: Path | None = Field(None, description="ONNX detector file (mode = onnx).")
     onnx_input_size: int = Field(640, ge=32, description="Square input size of the detector.")
-    onnx_layout: Literal["auto", "v5", "v8"] = Field(
+    onnx_layout: Literal["auto", "v5", "v8", "ssd"] = Field(
         "auto",
         description="Output layout: v5 = (1, N, 5 + C) with objectness, v8 = (1, 4 + C, N); "
-        "auto takes the longer axis as the boxes.",
+        "auto takes the longer axis as the boxes; ssd = TensorFlow Object Detection API "
+        "(uint8 NHWC RGB input, post-NMS detection_boxes/detection_scores).",
     )
     onnx_classes: list[int] = Field(
         default_factory=list, description="Class ids kept (empty = all)."

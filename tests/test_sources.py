@@ -227,3 +227,19 @@ def test_folder_source_reads_what_embed_reads(tmp_path):
     for frame in frames:
         assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (48, 64, 3)
         assert frame.pixels.max() > 200 and frame.pixels.min() < 60  # the ramp survived
+
+
+def test_ssd_layout_decodes_the_real_ssdlite_person_detector():
+    """The shared SSDLite file (uint8 NHWC input, TF post-NMS outputs) on a real street frame:
+    upright people boxes with confident scores, in frame pixels."""
+    model = shared_file("models/ssdlite_mobilenetv2_person.onnx")
+    capture = cv2.VideoCapture(str(shared_file("data/frames/real_video/vtest.avi")))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    cfg = AgentConfig(detect={"mode": "onnx", "onnx_model": str(model), "onnx_layout": "ssd",
+                              "onnx_input_size": 300, "score_threshold": 0.5})  # fmt: skip
+    boxes = make_detector(cfg).boxes(frame)
+    assert len(boxes) >= 2 and all(s >= 0.5 for *_, s in boxes)
+    for x, y, w, h, _ in boxes:
+        assert 0 <= x < frame.shape[1] and 0 <= y < frame.shape[0] and h > w > 5  # upright

@@ -106,7 +106,9 @@ class HaarFaces(Detector):
 
 class OnnxBoxes(Detector):
     """YOLO-style output: (1, N, 5 + C) with objectness (v5) or (1, 4 + C, N) without (v8);
-    boxes as centre x, centre y, width, height in input pixels of a letterboxed square."""
+    boxes as centre x, centre y, width, height in input pixels of a letterboxed square.
+    `ssd`: TensorFlow Object Detection API graphs (uint8 NHWC RGB input, the frame stretched to
+    the square; post-NMS `detection_boxes` y1, x1, y2, x2 normalised, `detection_scores`)."""
 
     def __init__(self, cfg: DetectConfig, models: ModelsConfig, trt_cache: Path | None = None):
         super().__init__(cfg)
@@ -123,6 +125,8 @@ class OnnxBoxes(Detector):
         self.size = cfg.onnx_input_size
 
     def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
+        if self.cfg.onnx_layout == "ssd":
+            return self._ssd_boxes(frame, min_score)
         h, w = frame.shape[:2]
         scale = self.size / max(h, w)
         resized = cv2.resize(frame, (round(w * scale), round(h * scale)))
@@ -148,6 +152,21 @@ class OnnxBoxes(Detector):
             keep &= np.isin(classes, self.cfg.onnx_classes)
         cx, cy, bw, bh = (out[keep, i] / scale for i in range(4))
         rects = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1)
+        chosen = _nms(rects, scores[keep], floor, self.cfg.nms_iou)
+        return [(*rects[i], float(scores[keep][i])) for i in chosen]
+
+    def _ssd_boxes(self, frame: np.ndarray, min_score: float | None) -> list[Box]:
+        h, w = frame.shape[:2]
+        rgb = cv2.resize(frame, (self.size, self.size))[:, :, ::-1]
+        outputs = dict(zip((o.name for o in self.session.get_outputs()),
+                           self.session.run(None, {self.input: np.ascontiguousarray(rgb)[None]}),
+                           strict=True))  # fmt: skip
+        boxes = np.asarray(outputs["detection_boxes"])[0] * [h, w, h, w]
+        scores = np.asarray(outputs["detection_scores"])[0]
+        floor = self.cfg.score_threshold if min_score is None else min_score
+        keep = scores >= floor
+        y1, x1, y2, x2 = (boxes[keep, i] for i in range(4))
+        rects = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
         chosen = _nms(rects, scores[keep], floor, self.cfg.nms_iou)
         return [(*rects[i], float(scores[keep][i])) for i in chosen]
 
