@@ -344,7 +344,14 @@ class TrackConfig(Section):
     )
     min_hits: int = Field(2, ge=1, description="Frames before a new track is confirmed.")
     max_lost_s: float = Field(
-        1.5, gt=0.0, description="A track unseen for this many seconds of media time ends."
+        5.0, gt=0.0, description="A track unseen for this many seconds of media time ends."
+    )
+    relink_distance: float = Field(
+        0.35,
+        ge=0.0,
+        le=1.0,
+        description="A lost track is found again by its colour histogram alone (Hellinger "
+        "distance at most this, and clearly nearer than any other lost track).",
     )
 
 

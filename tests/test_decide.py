@@ -3,6 +3,7 @@ unknown ids, and the tracker."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -141,7 +142,7 @@ def test_iou_and_tracker_follow_two_crossing_objects():
     assert iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 10, 10]]))[
         0, 0
     ] == pytest.approx(1 / 3)
-    tracker = ByteTracker(TrackConfig(min_hits=2), "t")
+    tracker = ByteTracker(TrackConfig(min_hits=2, max_lost_s=1.5), "t")
     ids_a, ids_b = set(), set()
     for f in range(40):
         a = (10 + 8 * f, 100, 40, 80)  # left to right
@@ -183,3 +184,26 @@ def test_unknown_match_events_validate_against_the_published_schema():
     payload = json.loads(event.to_json())
     jsonschema.validate(payload, MatchEvent.model_json_schema())
     assert payload["identity"] is None and "track_id" not in payload
+
+
+def test_a_lost_track_is_found_again_by_its_colours():
+    """An object that leaves and re-enters elsewhere (its predicted box is far off) continues
+    its track when the frame is given: the colour histogram finds it again."""
+    frame = np.zeros((240, 320, 3), np.uint8)
+    red, blue = (30, 30, 220), (220, 60, 30)
+    tracker = ByteTracker(TrackConfig(min_hits=2, max_lost_s=5.0), "t")
+    ids = []
+    for f in range(40):
+        canvas = frame.copy()
+        boxes = []
+        if f < 10 or f >= 25:  # the red one is away for 1.5 s, then back on the other side
+            x = 20 + 4 * f if f < 10 else 250 - 3 * (f - 25)
+            cv2.rectangle(canvas, (x, 50), (x + 30, 110), red, -1)
+            boxes.append((x, 50, 30, 60))
+        cv2.rectangle(canvas, (150, 150), (190, 220), blue, -1)
+        boxes.append((150, 150, 40, 70))
+        update = tracker.update(boxes, [0.9] * len(boxes), f / 10, canvas)
+        if f < 10 or f >= 25:
+            ids.append(update.assigned.get(0))
+    red_ids = {i for i in ids if i}
+    assert len(red_ids) == 1, ids

@@ -6,7 +6,8 @@ Detections are the ground-truth boxes of objects at least 30% visible, with each
 and size jittered by `--jitter` x its size, `--drop` of them removed at random, and on average
 `--false-positives` spurious boxes per frame; scores are drawn as a detector's would be (true
 boxes high, false ones low). The agent's ByteTracker runs over them in media time (10 fps), and
-the tracks are scored against the truth: IDF1 (Ristani et al. 2016: identity-level F1 under the
+the tracks are scored against the truth (with `--appearance` the tracker also sees the frames,
+for its colour-histogram cue): IDF1 (Ristani et al. 2016: identity-level F1 under the
 best one-to-one mapping of tracks to true objects, boxes matching at IoU >= 0.5) and identity
 switches (a true object's matched track changing from one frame to the next).
 """
@@ -19,6 +20,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from agent.config import TrackConfig
@@ -78,6 +80,7 @@ def idf1(pairs: list[tuple[int, int, int]], n_truth: int, n_pred: int) -> tuple[
 def run(csv_path: Path, args, rng) -> dict:
     truth = load(csv_path)
     tracker = ByteTracker(TrackConfig(), "t")
+    video = cv2.VideoCapture(str(csv_path.with_suffix(".mp4"))) if args.appearance else None
     pairs, n_truth, n_pred = [], 0, 0
     tracks_seen = set()
     for f in range(max(truth) + 1):
@@ -85,7 +88,8 @@ def run(csv_path: Path, args, rng) -> dict:
         n_truth += len(gt)
         boxes, scores = detections(truth.get(f, []), rng, args.drop, args.false_positives,
                                    args.jitter)  # fmt: skip
-        update = tracker.update(boxes, scores, f / FPS)
+        frame = video.read()[1] if video is not None else None
+        update = tracker.update(boxes, scores, f / FPS, frame)
         out = [(tid, boxes[i]) for i, tid in update.assigned.items()]
         n_pred += len(out)
         tracks_seen |= {tid for tid, _ in out}
@@ -106,6 +110,11 @@ def main() -> None:
     ap.add_argument("--false-positives", type=float, default=0.5)
     ap.add_argument("--jitter", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--appearance",
+        action="store_true",
+        help="Give the tracker the frames (colour histograms of the boxes).",
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     rows = [run(p, args, rng) for p in sorted(args.sequences.glob("seq_*.csv"))]

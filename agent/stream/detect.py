@@ -257,7 +257,8 @@ def make_prepare(cfg: AgentConfig, source: SourceConfig) -> Callable[[Frame], Fr
             crops = tuple(detector.crops(frame.pixels))
             return replace(frame, crops=crops, detect_ms=(time.perf_counter() - t0) * 1000)
         boxes = detector.boxes(frame.pixels, floor)
-        update = tracker.update([b[:4] for b in boxes], [b[4] for b in boxes], frame.media_time)
+        update = tracker.update([b[:4] for b in boxes], [b[4] for b in boxes], frame.media_time,
+                                frame.pixels)  # fmt: skip
         crops = [
             c
             for i, oid in update.assigned.items()

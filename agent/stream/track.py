@@ -6,6 +6,9 @@ each track's box; confident detections are matched to tracks by IoU first, then 
 tracks try the low-score detections (occluded or blurred objects that a single threshold would
 drop); unmatched confident detections start tentative tracks, confirmed after `min_hits`
 frames, and tracks unseen for `max_lost_s` end. Assignment uses lapx's Jonker-Volgenant solver.
+When the frame is given, each track also keeps a colour histogram of its box (cheap, no model):
+it breaks ties where boxes overlap (two people crossing) and lets a lost track be found again
+where its motion prediction has drifted away (re-entry after leaving the frame).
 Appearances end at a scene cut (the gate's thumbnail difference to the previous frame).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from agent.config import TrackConfig
@@ -34,14 +38,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
-def assign(iou: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], set[int], set[int]]:
-    """Optimal one-to-one matching maximising IoU; pairs below `min_iou` are not matched."""
+def assign(
+    iou: np.ndarray, min_iou: float, appearance: np.ndarray | None = None
+) -> tuple[list[tuple[int, int]], set[int], set[int]]:
+    """Optimal one-to-one matching maximising IoU (less the appearance distance, 0..1, when
+    given); pairs below `min_iou` are not matched."""
     import lap
 
     rows, cols = iou.shape
     if not rows or not cols:
         return [], set(range(rows)), set(range(cols))
-    _, x, _ = lap.lapjv(1.0 - iou, extend_cost=True, cost_limit=1.0 - min_iou)
+    cost = 1.0 - iou
+    if appearance is not None:
+        cost = np.where(iou >= min_iou, 0.5 * cost + 0.5 * appearance, 1.0)
+    _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=1.0 - min_iou * 0.999)
     pairs = [(r, int(c)) for r, c in enumerate(x) if c >= 0]
     return pairs, set(range(rows)) - {r for r, _ in pairs}, set(range(cols)) - {c for _, c in pairs}
 
@@ -81,6 +91,28 @@ class KalmanBox:
         return (cx - w / 2, cy - h / 2, w, h)
 
 
+def histogram(frame: np.ndarray, box: Box) -> np.ndarray | None:
+    """Hue-saturation histogram of a box (16 x 4 bins, sums to 1), or None when empty."""
+    x, y, w, h = (int(np.rint(v)) for v in box)
+    x0, y0 = max(x, 0), max(y, 0)
+    patch = frame[y0 : max(y + h, y0), x0 : max(x + w, x0)]
+    if patch.size == 0 or patch.ndim != 3:
+        return None
+    hsv = cv2.cvtColor(patch, cv2.COLOR_BGR2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 4], [0, 180, 0, 256]).ravel()
+    return hist / max(float(hist.sum()), 1e-9)
+
+
+def appearance_distance(a: list[np.ndarray | None], b: list[np.ndarray | None]) -> np.ndarray:
+    """Hellinger distance (0 same, 1 disjoint) between every histogram of a and of b."""
+    out = np.ones((len(a), len(b)))
+    for i, ha in enumerate(a):
+        for j, hb in enumerate(b):
+            if ha is not None and hb is not None:
+                out[i, j] = np.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(ha * hb)))))
+    return out
+
+
 @dataclass
 class Track:
     id: str
@@ -89,6 +121,7 @@ class Track:
     hits: int = 1
     confirmed: bool = False
     lost: bool = False
+    hist: np.ndarray | None = None
 
     @property
     def box(self) -> Box:
@@ -115,8 +148,15 @@ class ByteTracker:
         self._last_time: float | None = None
         self._step_s: float | None = None
 
-    def update(self, boxes: list[Box], scores: list[float], time_s: float) -> TrackUpdate:
+    def update(
+        self,
+        boxes: list[Box],
+        scores: list[float],
+        time_s: float,
+        frame: np.ndarray | None = None,
+    ) -> TrackUpdate:
         cfg = self.cfg
+        hists = [histogram(frame, b) for b in boxes] if frame is not None else None
         if self._last_time is not None and time_s > self._last_time:
             gap = time_s - self._last_time
             self._step_s = gap if self._step_s is None else 0.9 * self._step_s + 0.1 * gap
@@ -133,24 +173,32 @@ class ByteTracker:
         # 1: confident detections against every live track (confirmed first by cost ties).
         pool = list(range(len(self.tracks)))
         track_boxes = np.array([t.box for t in self.tracks], float).reshape(-1, 4)
+        looks = None
+        if hists is not None:
+            looks = appearance_distance([t.hist for t in self.tracks], [hists[i] for i in high])
         pairs, left_tracks, left_high = assign(iou_matrix(track_boxes[pool], dets[high]),
-                                               cfg.match_iou)  # fmt: skip
+                                               cfg.match_iou, looks)  # fmt: skip
         for r, c in pairs:
-            self._hit(self.tracks[pool[r]], tuple(dets[high[c]]), time_s)
+            self._hit(self.tracks[pool[r]], tuple(dets[high[c]]), time_s, hists, int(high[c]))
             assigned[int(high[c])] = self.tracks[pool[r]].id
         # 2: low-score detections rescue confirmed tracks left over from the first stage.
         rest = [pool[r] for r in sorted(left_tracks) if self.tracks[pool[r]].confirmed]
         pairs, _, _ = assign(iou_matrix(track_boxes[rest], dets[low]), cfg.low_match_iou)
         for r, c in pairs:
-            self._hit(self.tracks[rest[r]], tuple(dets[low[c]]), time_s)
+            self._hit(self.tracks[rest[r]], tuple(dets[low[c]]), time_s, hists, int(low[c]))
             assigned[int(low[c])] = self.tracks[rest[r]].id
+        # 2b: confident leftovers that look like a confirmed track gone astray (re-entry).
+        if hists is not None:
+            left_high = self._recover(left_tracks, pool, left_high, high, dets, hists, time_s,
+                                      assigned)  # fmt: skip
         # 3: births from confident, unmatched detections.
         started = []
         for c in sorted(left_high):
             i = int(high[c])
             if conf[i] < cfg.new_track_score:
                 continue
-            track = Track(f"{self.prefix}{next(self._ids)}", KalmanBox(tuple(dets[i])), time_s)
+            track = Track(f"{self.prefix}{next(self._ids)}", KalmanBox(tuple(dets[i])), time_s,
+                          hist=hists[i] if hists is not None else None)  # fmt: skip
             track.confirmed = cfg.min_hits <= 1
             self.tracks.append(track)
             assigned[i] = track.id
@@ -172,10 +220,44 @@ class ByteTracker:
             tuple(ended),
         )
 
-    def _hit(self, track: Track, box: Box, time_s: float) -> None:
+    def _recover(self, left_tracks, pool, left_high, high, dets, hists, time_s, assigned):
+        """Confirmed tracks not matched this frame and detections left over: pair them by
+        appearance alone (their boxes no longer overlap), if clearly the nearest."""
+        lost = [
+            pool[r]
+            for r in sorted(left_tracks)
+            if self.tracks[pool[r]].confirmed and self.tracks[pool[r]].last_seen < time_s
+        ]
+        cand = sorted(left_high)
+        if not lost or not cand:
+            return left_high
+        dist = appearance_distance([self.tracks[t].hist for t in lost],
+                                   [hists[int(high[c])] for c in cand])  # fmt: skip
+        taken: set[int] = set()
+        for c_pos in np.argsort(dist.min(axis=0)):
+            column = dist[:, c_pos]
+            order = np.argsort(column)
+            best = int(order[0])
+            runner = float(column[order[1]]) if len(order) > 1 else 1.0
+            if best in taken or column[best] > self.cfg.relink_distance:
+                continue
+            if runner - column[best] < 0.1:
+                continue
+            taken.add(best)
+            track, i = self.tracks[lost[best]], int(high[cand[c_pos]])
+            track.filter = KalmanBox(tuple(dets[i]))  # restart the motion model where it is
+            self._hit(track, tuple(dets[i]), time_s, hists, i)
+            assigned[i] = track.id
+            left_high = left_high - {cand[c_pos]}
+        return left_high
+
+    def _hit(self, track: Track, box: Box, time_s: float, hists=None, index: int = -1) -> None:
         track.filter.update(box)
         track.last_seen = time_s
         track.hits += 1
+        seen = hists[index] if hists is not None and index >= 0 else None
+        if seen is not None:
+            track.hist = seen if track.hist is None else 0.8 * track.hist + 0.2 * seen
         if track.hits >= self.cfg.min_hits:
             track.confirmed = True
 
