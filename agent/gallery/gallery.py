@@ -79,16 +79,15 @@ class Gallery:
 
     @classmethod
     def open(cls, path: Path, writable: bool = False) -> Gallery:
-        store = GalleryStore.open(path, writable)
-        try:
-            return cls(store)
-        except BaseException:
-            store.close()
-            raise
+        return cls._over(GalleryStore.open(path, writable))
 
     @classmethod
     def create(cls, path: Path, model: GalleryModel, settings: GallerySettings) -> Gallery:
-        store = GalleryStore.create(path, model, settings)
+        return cls._over(GalleryStore.create(path, model, settings))
+
+    @classmethod
+    def _over(cls, store: GalleryStore) -> Gallery:
+        """The facade over an open store; the store (and its lock) is released on failure."""
         try:
             return cls(store)
         except BaseException:
