@@ -207,3 +207,20 @@ def test_a_lost_track_is_found_again_by_its_colours():
             ids.append(update.assigned.get(0))
     red_ids = {i for i in ids if i}
     assert len(red_ids) == 1, ids
+
+
+def test_same_object_threshold_is_calibrated_from_views_of_gallery_objects():
+    vectors, ids = clustered(10, 5, 0.8, seed=4)
+    samples = measure(vectors, ids, identity_weight=0.9)
+    assert samples.views.shape == (50, 2)
+    same, other = samples.views[:, 0], samples.views[:, 1]
+    t = thresholds(samples, 0.95, 0.2).same_object
+    assert t is not None and np.median(other) < t <= same.max()
+    assert (same >= t).mean() > (other >= t).mean()
+    assert Samples.from_json(samples.to_json()).views.shape == (50, 2)
+    # an unknown registry uses it: views closer than that are the same stranger
+    rule = DecisionRule(0.0, 0.05, -1.0, True, same_object=t)
+    registry = UnknownRegistry(60)
+    first = registry.identify(vectors[0], rule, now=0.0)
+    assert registry.identify(vectors[1], rule, now=1.0) == first  # another view of id0
+    assert registry.identify(vectors[5], rule, now=2.0) != first  # id1

@@ -67,8 +67,9 @@ class ObjectEvidence:
 
 class UnknownRegistry:
     """Recent unknown objects of every source: the same stranger seen again within `ttl_s`
-    keeps one `unknown_id`. "The same" is the match policy's own rule applied to the recent
-    unknowns as if they were a gallery (score and margin over the next-nearest unknown)."""
+    keeps one `unknown_id`. "The same": at least as alike as two views of one gallery object
+    must be for the target precision (`same_object`, calibrated), and clearly nearer than the
+    next-nearest unknown (the policy's margin)."""
 
     def __init__(self, ttl_s: float):
         self.ttl_s = ttl_s
@@ -87,7 +88,8 @@ class UnknownRegistry:
             order = np.argsort(-sims)
             top = float(sims[order[0]])
             runner = float(sims[order[1]]) if len(order) > 1 else NO_RUNNER_UP
-            if top >= rule.match_score and top - runner >= rule.min_margin:
+            alike = rule.same_object if rule.same_object is not None else rule.match_score
+            if top >= alike and top - runner >= rule.min_margin:
                 i = int(order[0])
                 self._vectors[i], self._seen[i] = vector, now
                 return self._ids[i]

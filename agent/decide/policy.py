@@ -32,6 +32,7 @@ class DecisionRule:
     note: str = ""
     expected_precision: float | None = None
     expected_recall: float | None = None
+    same_object: float | None = None  # similarity of two views of one object (unknown ids)
 
     def as_dict(self) -> dict:
         return {
@@ -41,6 +42,7 @@ class DecisionRule:
             "calibrated": self.calibrated,
             "expected_precision": self.expected_precision,
             "expected_recall": self.expected_recall,
+            "same_object": None if self.same_object is None else round(self.same_object, 4),
             "note": self.note,
         }
 
@@ -71,6 +73,7 @@ def decision_rule(cfg: MatchPolicyConfig, samples: Samples) -> DecisionRule:
         if cal.expected_precision is None
         else round(cal.expected_precision, 4),
         expected_recall=None if cal.expected_recall is None else round(cal.expected_recall, 4),
+        same_object=cal.same_object,
     )
 
 

@@ -23,7 +23,7 @@ better than the top score (at precision 0.95 it reaches 0.70 recall vs 0.63 on E
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,28 +36,34 @@ NO_RUNNER_UP = 0.0  # runner-up score when there is none: unrelated (cosine 0)
 
 @dataclass(frozen=True)
 class Samples:
-    """Per sampled gallery image: genuine (top, margin, right) and impostor (top, margin)."""
+    """Per sampled gallery image: genuine (top, margin, right) and impostor (top, margin)
+    identity decisions, and views (nearest other image of the same object, nearest image of
+    any other object): what "the same object seen again" looks like between two views."""
 
     genuine: np.ndarray  # [n, 3]
     impostor: np.ndarray  # [m, 2]
+    views: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # [v, 2]
 
     def to_json(self) -> dict:
         return {
             "genuine": np.round(self.genuine, 5).tolist(),
             "impostor": np.round(self.impostor, 5).tolist(),
+            "views": np.round(self.views, 5).tolist(),
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Samples:
         genuine = np.asarray(data.get("genuine", []), np.float64).reshape(-1, 3)
         impostor = np.asarray(data.get("impostor", []), np.float64).reshape(-1, 2)
-        return cls(genuine, impostor)
+        views = np.asarray(data.get("views", []), np.float64).reshape(-1, 2)
+        return cls(genuine, impostor, views)
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """What the match policy applies: a match needs score >= unknown_threshold and a margin >=
-    min_margin over the runner-up; below unknown_threshold the object is unknown."""
+    min_margin over the runner-up; below unknown_threshold the object is unknown. Two views
+    at least `same_object` alike show the same object (unknown ids)."""
 
     min_margin: float
     unknown_threshold: float
@@ -65,6 +71,7 @@ class Thresholds:
     expected_recall: float | None = None
     calibrated: bool = True
     note: str = ""
+    same_object: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -99,7 +106,7 @@ def measure(
     rows = np.arange(n)
     if n > MAX_SAMPLES:
         rows = np.sort(np.random.default_rng(seed).choice(n, MAX_SAMPLES, replace=False))
-    genuine, impostor = [], []
+    genuine, impostor, views = [], [], []
     for start in range(0, len(rows), BLOCK):
         idx = rows[start : start + BLOCK]
         q = vectors[idx]
@@ -109,6 +116,10 @@ def measure(
         cent = q @ centroids.T
         own = owner[idx]
         alone = counts[own] < 2
+        same = best[np.arange(len(idx)), own]
+        others = best.copy()
+        others[np.arange(len(idx)), own] = -np.inf
+        views.append(np.stack([same, others.max(axis=1)], axis=1)[~alone])
         loo = normalise(sums[own] - q).astype(np.float32)  # own centroid without the image
         cent[np.arange(len(idx)), own] = np.einsum("ij,ij->i", q, loo)
         scores = blend(best, cent, identity_weight) if identity_weight else best
@@ -123,7 +134,7 @@ def measure(
         top = np.maximum(own_score[keep], other[keep])
         second = np.where(right, other[keep], np.maximum(own_score[keep], runner[keep]))
         genuine.append(np.stack([top, top - second, right.astype(np.float64)], axis=1))
-    return Samples(np.concatenate(genuine), np.concatenate(impostor))
+    return Samples(np.concatenate(genuine), np.concatenate(impostor), np.concatenate(views))
 
 
 def _unknown_threshold(
@@ -173,4 +184,19 @@ def thresholds(samples: Samples, target_precision: float, unknown_share: float) 
                           "precision on this gallery: nothing will be matched")  # fmt: skip
     i = reach[-1]
     return Thresholds(float(margin[i]), unknown, float(precision[i]),
-                      float(tp[i] / (1.0 - unknown_share)))  # fmt: skip
+                      float(tp[i] / (1.0 - unknown_share)),
+                      same_object=_same_object(samples.views, target_precision))  # fmt: skip
+
+
+def _same_object(views: np.ndarray, target: float) -> float | None:
+    """The lowest similarity at which the nearest of two candidate views is the same object
+    with the target precision (same and other objects equally likely), or None."""
+    if len(views) < 10:
+        return None
+    sims = np.concatenate([views[:, 0], views[:, 1]])
+    same = np.concatenate([np.ones(len(views)), np.zeros(len(views))])
+    order = np.argsort(-sims, kind="stable")
+    sims, hits = sims[order], np.cumsum(same[order])
+    precision = hits / np.arange(1, len(sims) + 1)
+    reach = np.flatnonzero(precision >= target)
+    return float(sims[reach[-1]]) if len(reach) else None

@@ -220,13 +220,8 @@ class Gallery:
         """Metadata checks at open: a reader waits out a writer between its two transactions;
         a writer repairs at once. The index file itself is read with the space."""
         problem = self._index_problem()
-        if (
-            not problem
-            and self.writable
-            and self.count
-            and not self.store.meta_value("calibration")
-        ):
-            problem = "no decision calibration (saved by an older agent)"
+        if not problem and self.writable and self.count and self._calibration_outdated():
+            problem = "no decision calibration, or an older one (saved by an older agent)"
         if problem and not self.writable and self.store.writer_active():
             deadline = time.monotonic() + READER_WAIT_S
             while problem and time.monotonic() < deadline:
@@ -236,6 +231,10 @@ class Gallery:
             self._repair(problem)
             return None
         return problem
+
+    def _calibration_outdated(self) -> bool:
+        text = self.store.meta_value("calibration")
+        return not text or "views" not in json.loads(text)
 
     def _repair(self, problem: str) -> None:
         self._repaired = problem
