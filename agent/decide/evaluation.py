@@ -114,9 +114,6 @@ def evaluate(
         results = g.search(vectors, k=5, candidates=cfg.gallery.candidates, exact=True)
         metrics["policy"] = policy_point(cfg, g, results, truth, [True] * len(truth))
         if per_query:
-            weight = 0.0 if plain else None
-            results = g.search(vectors, k=1, candidates=cfg.gallery.candidates,
-                               identity_weight=weight, exact=True)  # fmt: skip
             metrics["per_query"] = [
                 {
                     "path": str(read_ok[i].path),

@@ -432,7 +432,19 @@ class Gallery:
 
         exact: compare with every vector (small galleries always are).
         """
-        space = self.to_search_space(queries)
+        return self.search_space(self.to_search_space(queries), k, threshold, candidates,
+                                 identity_weight, exact)  # fmt: skip
+
+    def search_space(
+        self,
+        space: np.ndarray,
+        k: int = 5,
+        threshold: float | None = None,
+        candidates: int = 100,
+        identity_weight: float | None = None,
+        exact: bool = False,
+    ) -> list[SearchResult]:
+        """`search` for queries already in search space (`to_search_space`)."""
         size = len(self.index)  # not count(*): that scans the table on every query
         if size == 0:
             return [SearchResult() for _ in range(len(space))]

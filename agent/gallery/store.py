@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,23 +115,12 @@ class GallerySettings:
 
     @classmethod
     def from_config(cls, gallery_cfg, plain: bool = False) -> GallerySettings:
-        settings = cls(
-            dtype=gallery_cfg.dtype,
-            connectivity=gallery_cfg.connectivity,
-            expansion_add=gallery_cfg.expansion_add,
-            expansion_search=gallery_cfg.expansion_search,
-            flip=gallery_cfg.flip,
-            whiten_dim=gallery_cfg.whiten_dim,
-            identity_weight=gallery_cfg.identity_weight,
-        )
+        settings = cls(**{f.name: getattr(gallery_cfg, f.name) for f in fields(cls)})
         return settings.as_plain() if plain else settings
 
     def as_plain(self) -> GallerySettings:
         """No quality features: raw cosine between single-view embeddings."""
-        return GallerySettings(
-            self.dtype, self.connectivity, self.expansion_add, self.expansion_search,
-            flip=False, whiten_dim=0, identity_weight=0.0,
-        )  # fmt: skip
+        return replace(self, flip=False, whiten_dim=0, identity_weight=0.0)
 
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> GallerySettings:
@@ -146,15 +135,7 @@ class GallerySettings:
         )
 
     def as_meta(self) -> dict[str, object]:
-        return {
-            "dtype": self.dtype,
-            "connectivity": self.connectivity,
-            "expansion_add": self.expansion_add,
-            "expansion_search": self.expansion_search,
-            "flip": int(self.flip),
-            "whiten_dim": self.whiten_dim,
-            "identity_weight": self.identity_weight,
-        }
+        return asdict(self) | {"flip": int(self.flip)}
 
     @property
     def vector_dtype(self) -> str:

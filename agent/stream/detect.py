@@ -197,7 +197,8 @@ class FrameGate:
 
     SIDE = 32
 
-    def __init__(self, change_threshold: float, cut_threshold: float):
+    def __init__(self, change_threshold: float, cut_threshold: float | None):
+        """cut_threshold None: scene cuts are not needed (crop modes, per-frame judging)."""
         self.change_threshold = change_threshold
         self.cut_threshold = cut_threshold
         self._extracted: np.ndarray | None = None
@@ -211,9 +212,13 @@ class FrameGate:
 
     def check(self, frame: np.ndarray) -> tuple[bool, bool]:
         """(changed, cut) for the next frame of the source."""
+        if self.change_threshold <= 0 and self.cut_threshold is None:
+            return True, False  # nothing to compare: no thumbnail
         thumb = self.thumbnail(frame)
         previous, self._previous = self._previous, thumb
-        cut = previous is None or _difference(thumb, previous) > self.cut_threshold
+        cut = self.cut_threshold is not None and (
+            previous is None or _difference(thumb, previous) > self.cut_threshold
+        )
         unchanged = self.change_threshold > 0 and self._extracted is not None and not cut
         if unchanged and _difference(thumb, self._extracted) < self.change_threshold:
             return False, False
@@ -230,8 +235,9 @@ def make_prepare(cfg: AgentConfig, source: SourceConfig) -> Callable[[Frame], Fr
     the crops belong to (appearances in frame mode, tracks in crop modes). With a cool-down of
     0 every crop is judged on its own and no objects are kept."""
     detector = make_detector(cfg)
-    gate = FrameGate(cfg.detect.change_threshold, cfg.detect.scene_cut)
     per_frame = (source.match or cfg.match).cooldown_s <= 0
+    appearances_cut = cfg.detect.mode == "frame" and not per_frame
+    gate = FrameGate(cfg.detect.change_threshold, cfg.detect.scene_cut if appearances_cut else None)
     prefix = f"{source.id}-"
     if cfg.detect.mode == "frame":
         appearances = AppearanceTracker(prefix)

@@ -216,9 +216,9 @@ class Pipeline:
         if ready:
             gallery = self.live.gallery
             t0 = time.perf_counter()
-            evidence = np.stack([obj.vector for _, obj in ready])
-            results = gallery.search(evidence, k=self.top_k, candidates=self.cfg.gallery.candidates)
-            space = gallery.to_search_space(evidence)
+            space = gallery.to_search_space(np.stack([obj.vector for _, obj in ready]))
+            results = gallery.search_space(space, k=self.top_k,
+                                           candidates=self.cfg.gallery.candidates)  # fmt: skip
             search_ms = (time.perf_counter() - t0) * 1000
             self.metrics.observe("search", search_ms / 1000)
             for (p, obj), result, vector in zip(ready, results, space, strict=True):

@@ -120,7 +120,6 @@ class Track:
     last_seen: float
     hits: int = 1
     confirmed: bool = False
-    lost: bool = False
     hist: np.ndarray | None = None
 
     @property
@@ -260,11 +259,6 @@ class ByteTracker:
             track.hist = seen if track.hist is None else 0.8 * track.hist + 0.2 * seen
         if track.hits >= self.cfg.min_hits:
             track.confirmed = True
-
-    def end_all(self) -> tuple[str, ...]:
-        ended = tuple(t.id for t in self.tracks if t.confirmed)
-        self.tracks = []
-        return ended
 
 
 class AppearanceTracker:
