@@ -132,12 +132,16 @@ class SourceDecider:
         obj.add(vector, quality, media_time)
         return obj
 
-    def seen(self, object_id: str, media_time: float) -> None:
-        """A frame that showed the object unchanged (reused): time passes, evidence holds."""
+    def seen(self, object_id: str, media_time: float) -> bool:
+        """A frame that showed the object unchanged (reused): time passes, evidence holds.
+        True when this frame gave it enough frames to be decided, the only way an unchanged
+        object's decision can change (else it need not be searched again)."""
         obj = self.objects.get(object_id)
-        if obj is not None:
-            obj.frames += 1
-            obj.last_seen = media_time
+        if obj is None:
+            return False
+        obj.frames += 1
+        obj.last_seen = media_time
+        return obj.frames == self.cfg.min_frames
 
     def judge(
         self,

@@ -148,7 +148,8 @@ class Pipeline:
             for crop, vector in seen:
                 oid = decider.single_id() if decider.per_frame else crop.object_id
                 if frame.reused and not decider.per_frame:
-                    decider.seen(oid, frame.media_time)
+                    if not decider.seen(oid, frame.media_time):
+                        continue  # same evidence, same answer: no search
                 else:
                     decider.observe(oid, vector, crop.quality, frame.media_time)
                     self._crops[oid] = crop
