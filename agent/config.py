@@ -353,6 +353,19 @@ class TrackConfig(Section):
         description="A lost track is found again by its colour histogram alone (Hellinger "
         "distance at most this, and clearly nearer than any other lost track).",
     )
+    remember_s: float = Field(
+        30.0,
+        ge=0.0,
+        description="An object is remembered this long (media time) after its track was lost: "
+        "a new track that looks like it (embeddings, judged by the gallery-calibrated identity "
+        "rule) continues it, with its track_id and decisions. 0: off.",
+    )
+    link_views: int = Field(
+        20,
+        ge=1,
+        description="Whole views (boxes not cut by the frame's edge) of a new track compared "
+        "with the remembered objects before it counts as a new object.",
+    )
 
 
 class PipelineConfig(Section):

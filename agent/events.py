@@ -45,6 +45,10 @@ class BBox(BaseModel):
     w: int
     h: int
 
+    def inside(self, width: int, height: int) -> bool:
+        """Not cut by the edge of a width x height frame."""
+        return self.x > 0 and self.y > 0 and self.x + self.w < width and self.y + self.h < height
+
 
 class RankedIdentity(BaseModel):
     """One of the identities nearest to a crop, best first."""
@@ -168,6 +172,9 @@ class MetricsEvent(Payload):
     crops_embedded: int
     events_produced: int
     events_suppressed: int = Field(description="Matches held back by cool-down or consensus.")
+    tracks_linked: int = Field(
+        0, description="New tracks found to continue an earlier object (same track_id)."
+    )
     cache_hit_rate: float | None
     gallery_size: int
     gallery_version: int

@@ -140,6 +140,7 @@ class Agent:
             crops_embedded=counters.counter("crops_embedded"),
             events_produced=counters.counter("events_produced"),
             events_suppressed=self.pipeline.suppressed,
+            tracks_linked=counters.counter("tracks_linked"),
             cache_hit_rate=round(cache.stats.hit_rate, 4) if cache is not None else None,
             gallery_size=self.live.size,
             gallery_version=self.live.loaded_version,

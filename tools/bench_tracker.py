@@ -7,7 +7,10 @@ and size jittered by `--jitter` x its size, `--drop` of them removed at random, 
 `--false-positives` spurious boxes per frame; scores are drawn as a detector's would be (true
 boxes high, false ones low). The agent's ByteTracker runs over them in media time (10 fps), and
 the tracks are scored against the truth (with `--appearance` the tracker also sees the frames,
-for its colour-histogram cue): IDF1 (Ristani et al. 2016: identity-level F1 under the
+for its colour-histogram cue; with `--embed` the confirmed tracks' crops are also embedded with
+the gallery's model and tracks are found again by `agent.decide.link.TrackLinker`, as `agent run`
+does, with the gallery's calibrated thresholds; the gallery defaults to `examples/gallery`,
+another domain than the tracked objects): IDF1 (Ristani et al. 2016: identity-level F1 under the
 best one-to-one mapping of tracks to true objects, boxes matching at IoU >= 0.5) and identity
 switches (a true object's matched track changing from one frame to the next).
 """
@@ -17,16 +20,60 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
+import sys
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from agent.config import TrackConfig
+from agent.config import AgentConfig, MatchPolicyConfig, TrackConfig
+from agent.decide.link import TrackLinker, View
+from agent.decide.policy import decision_rule
+from agent.events import BBox
+from agent.runtime.images import ArrayImage
 from agent.stream.track import ByteTracker, assign, iou_matrix
 
 FPS = 10.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Linking:
+    """The agent's extraction and track linking over a gallery's search space."""
+
+    def __init__(self, gallery_dir: Path | None, track: TrackConfig):
+        from agent.gallery.gallery import Gallery
+        from agent.gallery.models import embedder_for
+
+        if gallery_dir is None:
+            gallery_dir = Path(tempfile.mkdtemp()) / "gallery"
+            subprocess.run([sys.executable, "-m", "agent", "-q", "enroll",
+                            str(REPO / "examples" / "gallery"), "-g", str(gallery_dir)],
+                           check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        self.gallery = Gallery.open(gallery_dir)
+        self.embedder = embedder_for(AgentConfig(), self.gallery)
+        policy = MatchPolicyConfig()
+        self.rule = decision_rule(policy, self.gallery.calibration)
+        self.track = track
+
+    def linker(self) -> TrackLinker:
+        return TrackLinker(self.track.remember_s, self.track.link_views)
+
+    @staticmethod
+    def inside(box, width: int, height: int) -> bool:
+        x, y, w, h = box
+        return BBox(x=int(x), y=int(y), w=int(w), h=int(h)).inside(width, height)
+
+    def space(self, frame: np.ndarray, boxes: list) -> np.ndarray:
+        crops = []
+        for x, y, w, h in boxes:
+            x0, y0 = max(int(x), 0), max(int(y), 0)
+            crops.append(ArrayImage(np.ascontiguousarray(frame[y0 : int(y + h), x0 : int(x + w)]),
+                                    "BGR"))  # fmt: skip
+        embedded = self.embedder.embed(crops, flip=self.gallery.settings.flip, cached=False)
+        return self.gallery.to_search_space(embedded.vectors)
 
 
 def load(path: Path) -> dict[int, list[tuple[int, tuple[float, float, float, float], float]]]:
@@ -77,10 +124,12 @@ def idf1(pairs: list[tuple[int, int, int]], n_truth: int, n_pred: int) -> tuple[
     return 2 * idtp / max(n_truth + n_pred, 1), switches
 
 
-def run(csv_path: Path, args, rng) -> dict:
+def run(csv_path: Path, args, rng, linking: Linking | None) -> dict:
     truth = load(csv_path)
     tracker = ByteTracker(TrackConfig(**args.set), "t")
-    video = cv2.VideoCapture(str(csv_path.with_suffix(".mp4"))) if args.appearance else None
+    video = (cv2.VideoCapture(str(csv_path.with_suffix(".mp4")))
+             if args.appearance or linking else None)  # fmt: skip
+    linker = linking.linker() if linking and linking.track.remember_s > 0 else None
     pairs, n_truth, n_pred = [], 0, 0
     tracks_seen = set()
     for f in range(max(truth) + 1):
@@ -89,8 +138,18 @@ def run(csv_path: Path, args, rng) -> dict:
         boxes, scores = detections(truth.get(f, []), rng, args.drop, args.false_positives,
                                    args.jitter)  # fmt: skip
         frame = video.read()[1] if video is not None else None
-        update = tracker.update(boxes, scores, f / FPS, frame)
+        update = tracker.update(boxes, scores, f / FPS, frame if args.appearance else None)
         out = [(tid, boxes[i]) for i, tid in update.assigned.items()]
+        if linking and linker and out:
+            space = linking.space(frame, [b for _, b in out])
+            height, width = frame.shape[:2]
+            views = [View(tid, v, linking.inside(b, width, height))
+                     for (tid, b), v in zip(out, space, strict=True)]  # fmt: skip
+            links = linker.observe(views, f / FPS, linking.rule)
+            out = [(link.object_id, b) for link, (_, b) in zip(links, out, strict=True)
+                   if not link.pending]  # fmt: skip
+        for tid in update.ended if linker else ():
+            linker.end(tid)
         n_pred += len(out)
         tracks_seen |= {tid for tid, _ in out}
         if gt and out:
@@ -105,7 +164,8 @@ def run(csv_path: Path, args, rng) -> dict:
     score, switches = idf1(pairs, n_truth, n_pred)
     objects = len({g[0] for rows in truth.values() for g in rows})
     return {"sequence": csv_path.stem, "objects": objects, "tracks": len(tracks_seen),
-            "idf1": round(score, 4), "id_switches": switches}  # fmt: skip
+            "idf1": round(score, 4), "id_switches": switches,
+            "linked": linker.linked if linker else 0}  # fmt: skip
 
 
 def _setting(text: str) -> tuple[str, float]:
@@ -138,10 +198,22 @@ def main() -> None:
         action="store_true",
         help="Give the tracker the frames (colour histograms of the boxes).",
     )
+    ap.add_argument(
+        "--embed",
+        action="store_true",
+        help="Embed the tracks' crops and find lost tracks again by embedding (TrackLinker).",
+    )
+    ap.add_argument(
+        "--gallery",
+        type=Path,
+        help="Enrolled gallery whose model and calibration --embed uses "
+        "(default: examples/gallery, enrolled into a temporary folder).",
+    )
     args = ap.parse_args()
     args.set = dict(args.set)
     rng = np.random.default_rng(args.seed)
-    rows = [run(p, args, rng) for p in sorted(args.sequences.glob("seq_*.csv"))]
+    linking = Linking(args.gallery, TrackConfig(**args.set)) if args.embed else None
+    rows = [run(p, args, rng, linking) for p in sorted(args.sequences.glob("seq_*.csv"))]
     tracks = sum(r["tracks"] for r in rows)
     switches = sum(r["id_switches"] for r in rows)
     summary = {"sequences": rows, "mean_idf1": round(float(np.mean([r["idf1"] for r in rows])), 4),

@@ -106,11 +106,19 @@ class UnknownRegistry:
 class SourceDecider:
     """The decisions of one source's objects."""
 
-    def __init__(self, source_id: str, cfg: MatchPolicyConfig, unknowns: UnknownRegistry):
+    def __init__(
+        self,
+        source_id: str,
+        cfg: MatchPolicyConfig,
+        unknowns: UnknownRegistry,
+        remember_s: float = 0.0,
+    ):
         self.source_id = source_id
         self.cfg = cfg
         self.unknowns = unknowns
+        self.remember_s = remember_s
         self.objects: dict[str, ObjectEvidence] = {}
+        self._ended: dict[str, ObjectEvidence] = {}  # kept remember_s: a track may continue them
         self._last_event: dict[str, float] = {}  # label -> media time of its last event
         self._single = itertools.count()
         self.suppressed = 0
@@ -192,5 +200,37 @@ class SourceDecider:
         return Decision(obj.id, lab.identity or None, lab.score, lab.margin, obj.frames,
                         unknown_id)  # fmt: skip
 
+    def merge(self, absorbed: str, into: str, media_time: float) -> ObjectEvidence | None:
+        """A new object turned out to be an earlier one (`agent.decide.link`): its evidence
+        joins that object's, which is revived if it had ended. Back after more than the
+        cool-down, it is a new appearance (its identity may be reported again)."""
+        new = self.objects.pop(absorbed, None)
+        target = self.objects.get(into)
+        if target is None:
+            target = self._ended.pop(into, None)
+            if target is None:
+                if new is not None:
+                    self.objects[absorbed] = new
+                return None
+            self.objects[into] = target
+            if new is not None and new.first_seen - target.last_seen >= self.cfg.cooldown_s:
+                target.published.clear()
+                target.first_seen = new.first_seen
+        if new is not None:
+            if new.total is not None:
+                target.total = new.total if target.total is None else target.total + new.total
+            target.weight += new.weight
+            target.frames += new.frames
+            target.views += new.views
+            target.published |= new.published
+            target.decided = new.decided or target.decided
+        target.last_seen = max(target.last_seen, media_time)
+        return target
+
     def end(self, object_id: str) -> ObjectEvidence | None:
-        return self.objects.pop(object_id, None)
+        obj = self.objects.pop(object_id, None)
+        if obj is not None and self.remember_s > 0:
+            self._ended = {k: o for k, o in self._ended.items()
+                           if obj.last_seen - o.last_seen <= self.remember_s}  # fmt: skip
+            self._ended[object_id] = obj
+        return obj

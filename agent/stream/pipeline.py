@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from agent.config import AgentConfig
+from agent.decide.link import TrackLinker, View
 from agent.decide.objects import Decision, ObjectEvidence, SourceDecider, UnknownRegistry
 from agent.decide.policy import DecisionRule, decision_rule
 from agent.events import MatchEvent, RankedIdentity, TrackEvent, encode_embedding
@@ -65,8 +66,14 @@ class Pipeline:
         self.ready = ready
         self.metrics = metrics or NullMetrics()
         self.unknowns = UnknownRegistry(cfg.match.unknown_ttl_s)
-        self.deciders = {s.id: SourceDecider(s.id, s.cfg.match or cfg.match, self.unknowns)
-                         for s in sources}  # fmt: skip
+        remember_s = cfg.track.remember_s if cfg.detect.mode != "frame" else 0.0
+        self.deciders = {s.id: SourceDecider(s.id, s.cfg.match or cfg.match, self.unknowns,
+                                             remember_s) for s in sources}  # fmt: skip
+        self.linkers = {
+            sid: TrackLinker(remember_s, cfg.track.link_views)
+            for sid, d in self.deciders.items()
+            if remember_s > 0 and not d.per_frame
+        }
         self.top_k = max((d.cfg.top_k for d in self.deciders.values()), default=1)
         self._last: dict[str, list[tuple[Crop, np.ndarray]]] = {}  # crops of the last fresh frame
         self._crops: dict[str, Crop] = {}  # each open object's latest crop (bbox, thumbnail)
@@ -145,20 +152,62 @@ class Pipeline:
                 seen = vectors.get(id(frame), [])
                 self._last[frame.source_id] = seen
                 self._track_events(frame, "new", frame.started)
-            for crop, vector in seen:
-                oid = decider.single_id() if decider.per_frame else crop.object_id
+            linker = self.linkers.get(frame.source_id)
+            objects = self._objects_of(frame, seen, linker, pending)
+            for (crop, vector), (oid, held) in zip(seen, objects, strict=True):
                 if frame.reused and not decider.per_frame:
-                    if not decider.seen(oid, frame.media_time):
+                    if not decider.seen(oid, frame.media_time) or held:
                         continue  # same evidence, same answer: no search
                 else:
                     decider.observe(oid, vector, crop.quality, frame.media_time)
                     self._crops[oid] = crop
+                    if held:
+                        continue  # may yet turn out to be an earlier object: not judged yet
                 pending[oid] = _Pending(frame.source_id, oid, frame, stage_ms, decider.per_frame)
-            for oid in frame.ended:
+            ended = tuple(oid for t in frame.ended
+                          if (oid := linker.end(t) if linker else t) is not None)  # fmt: skip
+            for oid in ended:
                 if oid in decider.objects:
                     pending[oid] = _Pending(frame.source_id, oid, frame, stage_ms, True)
-            self._track_events(frame, "end", frame.ended)
+            self._track_events(frame, "end", ended)
         self._judge(list(pending.values()))
+
+    def _objects_of(
+        self,
+        frame: Frame,
+        seen: list[tuple[Crop, np.ndarray]],
+        linker: TrackLinker | None,
+        pending: dict[str, _Pending],
+    ) -> list[tuple[str, bool]]:
+        """Each crop's object id, and whether the object is held back from judgement (a new
+        track that may continue an earlier object). Fresh views go to the source's linker; a
+        track it finds to continue an earlier object is merged into it."""
+        decider = self.deciders[frame.source_id]
+        if decider.per_frame:
+            return [(decider.single_id(), False) for _ in seen]
+        if linker is None:
+            return [(crop.object_id, False) for crop, _ in seen]
+        if frame.reused:
+            return [(linker.object_of(c.object_id), linker.on_probation(c.object_id))
+                    for c, _ in seen]  # fmt: skip
+        if not seen:
+            return []
+        rule = self.rule(frame.source_id)
+        space = self.live.gallery.to_search_space(np.stack([v for _, v in seen]))
+        height, width = frame.pixels.shape[:2]
+        links = linker.observe([View(crop.object_id, vector, crop.bbox.inside(width, height))
+                                for (crop, _), vector in zip(seen, space, strict=True)],
+                               frame.media_time, rule)  # fmt: skip
+        for link in links:
+            if link.absorbed is not None:
+                log.info("source %s: track %s is %s again (frame %d)", frame.source_id,
+                         link.absorbed, link.object_id, frame.index)  # fmt: skip
+                decider.merge(link.absorbed, link.object_id, frame.media_time)
+                pending.pop(link.absorbed, None)
+                self._crops.pop(link.absorbed, None)
+                self._track_events(frame, "end", (link.absorbed,))
+                self.metrics.count("tracks_linked")
+        return [(link.object_id, link.pending) for link in links]
 
     def finish(self, source_ids: list[str] | None = None) -> None:
         """Judge the objects still open on these sources (all when None) a last time: their
