@@ -279,10 +279,21 @@ class SourceConfig(Section):
 class DetectConfig(Section):
     """What part of a frame is embedded."""
 
-    mode: Literal["frame", "person", "face", "onnx"] = Field(
+    mode: Literal["frame", "person", "face", "objects", "onnx"] = Field(
         "frame",
-        description="frame: whole frame; person: OpenCV HOG people detector; face: OpenCV Haar "
-        "frontal face cascade; onnx: a YOLO-style ONNX detector (onnx_model).",
+        description="frame: whole frame; person: people (SSDLite, or OpenCV HOG when its file "
+        "is missing); face: faces with landmarks, aligned (RetinaFace, or OpenCV's Haar "
+        "cascade); objects: COCO objects (YOLOv3-tiny) of the classes in `classes`; onnx: a "
+        "detector file of your own (onnx_model).",
+    )
+    model: str | None = Field(
+        None,
+        description="Detector manifest to use instead of the mode's default "
+        "(ssdlite_mobilenetv2_person, retinaface_mnet025, yolov3_tiny_coco).",
+    )
+    classes: list[str] = Field(
+        default_factory=list,
+        description='objects mode: class names kept (e.g. ["car", "dog"]); empty = all.',
     )
     onnx_model: Path | None = Field(None, description="ONNX detector file (mode = onnx).")
     onnx_input_size: int = Field(640, ge=32, description="Square input size of the detector.")
@@ -295,8 +306,32 @@ class DetectConfig(Section):
     onnx_classes: list[int] = Field(
         default_factory=list, description="Class ids kept (empty = all)."
     )
-    score_threshold: float = Field(0.4, ge=0.0, le=1.0, description="Detector confidence.")
-    nms_iou: float = Field(0.45, ge=0.0, le=1.0, description="Non-maximum suppression IoU.")
+    score_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Detector confidence; unset: the detector manifest's default (0.4 for "
+        "HOG, Haar and onnx mode).",
+    )
+    nms_iou: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Non-maximum suppression IoU; unset: the manifest's default (0.45).",
+    )
+    face_min_sharpness: float = Field(
+        20.0,
+        ge=0.0,
+        description="face mode: aligned faces blurrier than this (variance of the Laplacian of "
+        "the 112x112 crop) are not embedded.",
+    )
+    face_max_yaw: float = Field(
+        0.7,
+        gt=0.0,
+        description="face mode: faces turned further than this (nose offset from the middle "
+        "of the eyes over half the eye distance; 0 frontal, about 1 in profile) are not "
+        "embedded.",
+    )
     min_size: int = Field(
         32, ge=1, description="Crops smaller than this (either side) are dropped."
     )

@@ -67,6 +67,11 @@ class MatchEvent(Payload):
     frame_index: int = Field(description="Frame number within the source since it started.")
     frame_time_s: float = Field(description="Media time (files) or capture time (live).")
     bbox: BBox
+    landmarks: list[tuple[float, float]] | None = Field(
+        None,
+        description="Faces: the five landmarks in frame pixels (eye on the image's left, eye "
+        "on its right, nose tip, left and right mouth corner).",
+    )
     identity: str | None = Field(description="Matched identity, null for unknown.")
     score: float = Field(description="Score of the top identity (cosine-based, -1..1).")
     margin: float | None = Field(
@@ -174,6 +179,11 @@ class MetricsEvent(Payload):
     events_suppressed: int = Field(description="Matches held back by cool-down or consensus.")
     tracks_linked: int = Field(
         0, description="New tracks found to continue an earlier object (same track_id)."
+    )
+    crops_rejected: dict[str, int] = Field(
+        default_factory=dict,
+        description="Detections not embedded, by reason: small, turned (faces), unaligned "
+        "(faces), blurred (faces).",
     )
     cache_hit_rate: float | None
     gallery_size: int

@@ -183,6 +183,11 @@ class Metrics:
     def counter(self, name: str) -> int:
         return self._counts[name]
 
+    def counters(self, prefix: str) -> dict[str, int]:
+        """The counters named `prefix` + something, by that something."""
+        with self._lock:
+            return {k[len(prefix) :]: n for k, n in self._counts.items() if k.startswith(prefix)}
+
     @property
     def errors(self) -> dict[str, int]:
         with self._lock:

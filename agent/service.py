@@ -141,6 +141,7 @@ class Agent:
             events_produced=counters.counter("events_produced"),
             events_suppressed=self.pipeline.suppressed,
             tracks_linked=counters.counter("tracks_linked"),
+            crops_rejected=counters.counters("rejected:"),
             cache_hit_rate=round(cache.stats.hit_rate, 4) if cache is not None else None,
             gallery_size=self.live.size,
             gallery_version=self.live.loaded_version,

@@ -7,7 +7,7 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ModelError
-from agent.runtime.manifest import load_manifest
+from agent.runtime.manifest import load_any_manifest, load_manifest
 from agent.runtime.model_import import import_model
 from agent.runtime.registry import ModelRegistry, bundled_models_dir, sha256_file
 
@@ -32,7 +32,14 @@ def test_bundled_manifests_are_valid_and_default_model_is_verified():
     status = {s.name: s.state for s in reg.status(manifests["efficientnet_lite0"])}
     assert status["int8"] == "verified"  # the embedded default ships in the repo
     for path in bundled_models_dir().glob("*.toml"):
-        load_manifest(path)
+        load_any_manifest(path)
+    assert set(reg.detectors()) == {
+        "ssdlite_mobilenetv2_person", "yolov3_tiny_coco", "retinaface_mnet025"
+    }  # fmt: skip
+    with pytest.raises(ModelError, match="describes a detector, not an embedding model"):
+        load_manifest(bundled_models_dir() / "yolov3_tiny_coco.toml")
+    with pytest.raises(ModelError, match="is a detector"):
+        reg.resolve("retinaface_mnet025")
 
 
 def test_import_new_model_like_existing(tmp_path):

@@ -143,17 +143,17 @@ def test_hog_finds_people_in_a_real_street_video():
     ok, frame = capture.read()
     capture.release()
     assert ok
-    crops = HogPeople(DetectConfig(mode="person", score_threshold=0.3)).crops(frame)
+    crops, _ = HogPeople(DetectConfig(mode="person", score_threshold=0.3)).crops(frame)
     assert 1 <= len(crops) <= 8
     for crop in crops:
         assert crop.pixels.shape[0] > crop.pixels.shape[1]  # people are upright boxes
         assert crop.bbox.h >= 32
-    assert make_detector(AgentConfig()).crops(frame)[0].bbox.w == frame.shape[1]
+    assert make_detector(AgentConfig()).crops(frame)[0][0].bbox.w == frame.shape[1]
 
 
 def test_haar_face_cascade_loads_and_finds_no_face_in_a_flat_image():
     faces = HaarFaces(DetectConfig(mode="face"))
-    assert faces.crops(np.full((240, 320, 3), 128, np.uint8)) == []
+    assert faces.crops(np.full((240, 320, 3), 128, np.uint8)) == ([], [])
 
 
 def test_onnx_detector_decodes_yolo_v5_boxes_back_to_frame_pixels(tmp_path):
@@ -182,14 +182,15 @@ def test_onnx_detector_decodes_yolo_v5_boxes_back_to_frame_pixels(tmp_path):
     cfg = DetectConfig(mode="onnx", onnx_model=tmp_path / "det.onnx", onnx_input_size=64,
                        onnx_layout="v5", score_threshold=0.5, padding=0.0, min_size=1)  # fmt: skip
     frame = np.zeros((64, 128, 3), np.uint8)
-    boxes = make_detector(AgentConfig(detect=cfg)).boxes(frame)
+    boxes = make_detector(AgentConfig(detect=cfg)).detections(frame)
     assert len(boxes) == 2
-    first = max(boxes, key=lambda b: b[4])
-    assert np.allclose(first[:4], [24, 20, 16, 24]) and abs(first[4] - 0.81) < 1e-5
+    first = max(boxes, key=lambda b: b.score)
+    assert np.allclose(first.box, [24, 20, 16, 24]) and abs(first.score - 0.81) < 1e-5
     only_class_1 = make_detector(
         AgentConfig(detect=cfg.model_copy(update={"onnx_classes": [1]}))
-    ).boxes(frame)
-    assert len(only_class_1) == 1 and np.allclose(only_class_1[0][:4], [86, 30, 20, 20])
+    ).detections(frame)
+    assert len(only_class_1) == 1 and np.allclose(only_class_1[0].box, [86, 30, 20, 20])
+    assert only_class_1[0].label == 1
 
 
 def test_camera_passwords_never_reach_status_errors_or_logs(caplog):
@@ -227,19 +228,3 @@ def test_folder_source_reads_what_embed_reads(tmp_path):
     for frame in frames:
         assert frame.pixels.dtype == np.uint8 and frame.pixels.shape == (48, 64, 3)
         assert frame.pixels.max() > 200 and frame.pixels.min() < 60  # the ramp survived
-
-
-def test_ssd_layout_decodes_the_real_ssdlite_person_detector():
-    """The shared SSDLite file (uint8 NHWC input, TF post-NMS outputs) on a real street frame:
-    upright people boxes with confident scores, in frame pixels."""
-    model = shared_file("models/ssdlite_mobilenetv2_person.onnx")
-    capture = cv2.VideoCapture(str(shared_file("data/frames/real_video/vtest.avi")))
-    ok, frame = capture.read()
-    capture.release()
-    assert ok
-    cfg = AgentConfig(detect={"mode": "onnx", "onnx_model": str(model), "onnx_layout": "ssd",
-                              "onnx_input_size": 300, "score_threshold": 0.5})  # fmt: skip
-    boxes = make_detector(cfg).boxes(frame)
-    assert len(boxes) >= 2 and all(s >= 0.5 for *_, s in boxes)
-    for x, y, w, h, _ in boxes:
-        assert 0 <= x < frame.shape[1] and 0 <= y < frame.shape[0] and h > w > 5  # upright

@@ -29,7 +29,7 @@ def list_models(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
     reg = _registry(ctx)
     rows = []
-    for name, manifest in sorted(reg.manifests().items()):
+    for name, manifest in sorted(reg.all_manifests().items()):
         for st in reg.status(manifest):
             rows.append(
                 {
@@ -37,7 +37,7 @@ def list_models(ctx: typer.Context, as_json: bool = JsonOption) -> None:
                     "variant": st.name,
                     "default": st.name == manifest.default_variant,
                     "modality": manifest.modality,
-                    "dim": manifest.embedding_dim,
+                    "dim": getattr(manifest, "embedding_dim", None),
                     "precision": st.variant.precision,
                     "state": st.state,
                     "path": str(st.path) if st.path else None,
@@ -56,7 +56,7 @@ def list_models(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             r["model"],
             r["variant"] + (" *" if r["default"] else ""),
             r["modality"],
-            str(r["dim"]),
+            str(r["dim"] or "-"),
             f"[{colour}]{r['state']}[/]",
             r["path"] or "",
         )
@@ -73,13 +73,15 @@ def info(ctx: typer.Context, name: str, as_json: bool = JsonOption) -> None:
     from rich.table import Table
 
     reg = _registry(ctx)
-    manifest = reg.get(name)
+    manifest = reg.any(name)
     data = manifest.model_dump(mode="json")
     data["manifest_path"] = str(manifest.path)
     data["files"] = {
         st.name: {"path": str(st.path) if st.path else None, "state": st.state}
         for st in reg.status(manifest)
     }
+    if data.get("modality") == "detector":
+        data["used_by"] = _modes_using(ctx, name)
     if as_json:
         print_json(data)
         return
@@ -87,6 +89,24 @@ def info(ctx: typer.Context, name: str, as_json: bool = JsonOption) -> None:
     for key, value in data.items():
         table.add_row(key, str(value))
     console.print(table)
+
+
+def _modes_using(ctx: typer.Context, name: str) -> dict[str, str]:
+    """For each detect.mode, which detector it would use now (this one or another) and why."""
+    from agent.errors import AgentError
+    from agent.stream.detect import DEFAULT_DETECTORS, choose_detector
+
+    cfg = state(ctx).config
+    out = {}
+    for mode in DEFAULT_DETECTORS:
+        try:
+            choice, _ = choose_detector(cfg.model_copy(
+                update={"detect": cfg.detect.model_copy(update={"mode": mode})}))  # fmt: skip
+        except AgentError as exc:
+            out[mode] = f"none: {exc}"
+            continue
+        out[mode] = f"{choice.detector} ({choice.reason})"
+    return {m: why for m, why in out.items() if name in why}
 
 
 @app.command("import")

@@ -1,8 +1,8 @@
 """`agent doctor`: check what `agent run` needs, and say what to fix.
 
 Config, state directory, GPU and TensorRT, model file and execution providers, gallery/model
-agreement, OpenCV's video backends, each source (opens and yields a frame), the broker (MQTT
-connect), the outbox backlog.
+agreement, the detector the mode will use, OpenCV's video backends, each source (opens and
+yields a frame), the broker (MQTT connect), the outbox backlog.
 """
 
 from __future__ import annotations
@@ -99,6 +99,23 @@ def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
     except Exception as exc:
         out.append(Check("model", "fail", str(exc), "agent models list; agent gallery reindex"))
     return out
+
+
+def _detector(cfg: AgentConfig) -> Check:
+    """Which detector detect.mode will use, and why."""
+    from agent.errors import AgentError
+    from agent.stream.detect import choose_detector
+
+    try:
+        choice, _ = choose_detector(cfg)
+    except AgentError as exc:
+        return Check("detector", "fail", f"detect.mode = {cfg.detect.mode}: {exc}",
+                     "agent models list; set detect.model or copy the detector's file")  # fmt: skip
+    detail = f"detect.mode = {choice.mode}: {choice.detector} ({choice.reason})"
+    if choice.fallback:
+        return Check("detector", "warn", detail, "copy the model file into a models directory "
+                     "(agent models list shows where it is looked for)")  # fmt: skip
+    return Check("detector", "ok", detail)
 
 
 def _video_backends(cfg: AgentConfig) -> Check:
@@ -251,7 +268,8 @@ def _outbox(cfg: AgentConfig) -> Check:
 
 
 def run_checks(cfg: AgentConfig) -> list[Check]:
-    checks = [_state_dir(cfg), _gpu(cfg), *_model_and_gallery(cfg), _video_backends(cfg)]
+    checks = [_state_dir(cfg), _gpu(cfg), *_model_and_gallery(cfg), _detector(cfg),
+              _video_backends(cfg)]  # fmt: skip
     if not cfg.sources:
         checks.append(
             Check("sources", "fail", "none configured", "add [[sources]] to agent.toml (id, uri)")

@@ -18,7 +18,13 @@ from pathlib import Path
 from agent.atomic import atomic_write_bytes
 from agent.config import AgentConfig
 from agent.errors import ModelError
-from agent.runtime.manifest import Manifest, Variant, dump_manifest, load_manifest
+from agent.runtime.manifest import (
+    DetectorManifest,
+    Manifest,
+    Variant,
+    dump_manifest,
+    load_any_manifest,
+)
 
 log = logging.getLogger(__name__)
 MODELS_DIR_ENV = "AGENT_MODELS_DIR"
@@ -77,6 +83,36 @@ class ResolvedModel:
 
 
 @dataclass(frozen=True)
+class ResolvedDetector:
+    """A detector manifest, one of its variants, the verified file and its class names."""
+
+    manifest: DetectorManifest
+    variant_name: str
+    variant: Variant
+    path: Path
+    sha256: str
+    classes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.manifest.name}:{self.variant_name}"
+
+    def class_ids(self, names: list[str]) -> list[int]:
+        """Class ids of class names (ModelError naming the unknown ones)."""
+        unknown = [n for n in names if n not in self.classes]
+        if unknown:
+            listed = ", ".join(self.classes[:12]) + (", ..." if len(self.classes) > 12 else "")
+            raise ModelError(
+                f"{self.manifest.name} has no class {', '.join(map(repr, unknown))} "
+                f"(its classes: {listed})"
+            )
+        return [self.classes.index(n) for n in names]
+
+
+AnyManifest = Manifest | DetectorManifest
+
+
+@dataclass(frozen=True)
 class VariantStatus:
     name: str
     variant: Variant
@@ -99,24 +135,39 @@ class ModelRegistry:
     def from_config(cls, cfg) -> ModelRegistry:
         return cls(write_dir=cfg.models_dir)
 
-    def manifests(self) -> dict[str, Manifest]:
-        found: dict[str, Manifest] = {}
+    def all_manifests(self) -> dict[str, AnyManifest]:
+        """Embedding models and detectors, by name (the first directory to name one wins)."""
+        found: dict[str, AnyManifest] = {}
         for d in self.search_dirs:
             if not d.is_dir():
                 continue
             for path in sorted(d.glob("*.toml")):
-                manifest = load_manifest(path)
+                manifest = load_any_manifest(path)
                 found.setdefault(manifest.name, manifest)
         return found
 
-    def get(self, name: str) -> Manifest:
-        manifests = self.manifests()
+    def manifests(self) -> dict[str, Manifest]:
+        """Embedding models."""
+        return {k: m for k, m in self.all_manifests().items() if isinstance(m, Manifest)}
+
+    def detectors(self) -> dict[str, DetectorManifest]:
+        return {k: m for k, m in self.all_manifests().items() if isinstance(m, DetectorManifest)}
+
+    def any(self, name: str) -> AnyManifest:
+        manifests = self.all_manifests()
         if name not in manifests:
             known = ", ".join(sorted(manifests)) or "none"
             raise ModelError(f"unknown model {name!r} (known: {known})")
         return manifests[name]
 
-    def find_file(self, manifest: Manifest, file_name: str) -> Path | None:
+    def get(self, name: str) -> Manifest:
+        """An embedding model's manifest."""
+        manifest = self.any(name)
+        if not isinstance(manifest, Manifest):
+            raise ModelError(f"{name} is a detector, not an embedding model")
+        return manifest
+
+    def find_file(self, manifest: AnyManifest, file_name: str) -> Path | None:
         dirs = list(self.search_dirs)
         if manifest.path is not None:
             dirs.insert(0, manifest.path.parent)
@@ -126,7 +177,7 @@ class ModelRegistry:
                 return candidate
         return None
 
-    def status(self, manifest: Manifest) -> list[VariantStatus]:
+    def status(self, manifest: AnyManifest) -> list[VariantStatus]:
         rows = []
         for name, variant in manifest.variants.items():
             path = self.find_file(manifest, variant.file)
@@ -143,6 +194,32 @@ class ModelRegistry:
 
     def resolve(self, name: str, variant: str | None = None, verify: bool = True) -> ResolvedModel:
         manifest = self.get(name)
+        variant_name, spec, path, digest = self._locate(manifest, variant, verify)
+        return ResolvedModel(manifest, variant_name, spec, path, digest)
+
+    def resolve_detector(
+        self, name: str, variant: str | None = None, verify: bool = True
+    ) -> ResolvedDetector:
+        manifest = self.any(name)
+        if not isinstance(manifest, DetectorManifest):
+            raise ModelError(f"{name} is an embedding model, not a detector")
+        variant_name, spec, path, digest = self._locate(manifest, variant, verify)
+        classes = tuple(manifest.detector.classes)
+        if manifest.detector.classes_file:
+            names = self.find_file(manifest, manifest.detector.classes_file)
+            if names is None:
+                raise ModelError(
+                    f"class names {manifest.detector.classes_file} for {name} not found "
+                    f"(searched {', '.join(str(d) for d in self.search_dirs)})"
+                )
+            classes = tuple(line.strip() for line in names.read_text().splitlines() if line.strip())
+        return ResolvedDetector(manifest, variant_name, spec, path, digest, classes)
+
+    def _locate(
+        self, manifest: AnyManifest, variant: str | None, verify: bool
+    ) -> tuple[str, Variant, Path, str]:
+        """A variant's file, found and (when asked) checked against its sha256."""
+        name = manifest.name
         variant_name, spec = manifest.variant(variant)
         path = self.find_file(manifest, spec.file)
         if path is None:
@@ -163,26 +240,26 @@ class ModelRegistry:
                 f"(expected {spec.sha256[:12]}…, got {digest[:12]}…); the file is corrupt or "
                 "a different model"
             )
-        return ResolvedModel(manifest, variant_name, spec, path, digest)
+        return variant_name, spec, path, digest
 
-    def save_manifest(self, manifest: Manifest) -> Path:
+    def save_manifest(self, manifest: AnyManifest) -> Path:
         """Write a manifest into the writable models dir, where it takes precedence."""
         self.write_dir.mkdir(parents=True, exist_ok=True)
         target = self.write_dir / f"{manifest.name}.toml"
         atomic_write_bytes(target, dump_manifest(manifest).encode())
         return target
 
-    def add_variant(self, manifest: Manifest, name: str, variant: Variant) -> Path:
+    def add_variant(self, manifest: AnyManifest, name: str, variant: Variant) -> Path:
         variants = dict(manifest.variants)
         variants[name] = variant
-        updated = Manifest.model_validate(
+        updated = type(manifest).model_validate(
             {**manifest.model_dump(exclude={"path"}), "variants": variants}
         )
         return self.save_manifest(updated)
 
     def pull(self, name: str, variant: str | None = None, timeout: float = 30.0) -> Path:
         """Download a variant's URL into the models dir, verifying its sha256."""
-        manifest = self.get(name)
+        manifest = self.any(name)
         variant_name, spec = manifest.variant(variant)
         if not spec.url:
             raise ModelError(

@@ -1,55 +1,109 @@
 """Crops: what part of a frame gets embedded, and which object (track, appearance) it shows.
 
-`frame` (default) embeds the whole frame; `person` uses OpenCV's HOG people detector, `face` its
-bundled Haar frontal-face cascade (both only in OpenCV 4.x wheels, hence the <5 pin); `onnx` runs
-a YOLO-style detector the user supplies. Detectors are not thread-safe: one per source thread.
+`frame` (default) embeds the whole frame. `person`, `face` and `objects` run the detector of a
+manifest (`models/*.toml`: SSDLite people, RetinaFace faces with landmarks, YOLOv3-tiny COCO
+objects; `detect.model` names another); when the person or face model's file is missing,
+OpenCV's HOG people detector or Haar face cascade stand in, with a warning naming the better
+model. `onnx` runs a detector file of the user's own. Faces with landmarks are aligned to the
+112x112 template and pass quality gates; person crops widen to the 1:2 shape of re-id models.
+Detectors are not thread-safe: one per source thread.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from agent.config import AgentConfig, DetectConfig, ModelsConfig, SourceConfig
-from agent.errors import ConfigError
+from agent.config import AgentConfig, DetectConfig, SourceConfig
+from agent.errors import ConfigError, ModelError
 from agent.events import BBox
+from agent.runtime.manifest import DetectorManifest, DetectorSpec, Variant
+from agent.runtime.registry import ModelRegistry, ResolvedDetector
+from agent.stream import faces
+from agent.stream.detectors import Detection, ManifestDetector, nms
 from agent.stream.frame import Crop, Frame
 from agent.stream.track import AppearanceTracker, ByteTracker, TrackUpdate
 
-Box = tuple[float, float, float, float, float]  # x, y, w, h, score in frame pixels
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTORS = {
+    "person": "ssdlite_mobilenetv2_person",
+    "face": "retinaface_mnet025",
+    "objects": "yolov3_tiny_coco",
+}
+FALLBACKS = {"person": "OpenCV HOG people detector", "face": "OpenCV Haar face cascade"}
+FALLBACK_THRESHOLD = 0.4
+PERSON_ASPECT = 0.5  # width / height of re-id inputs (256 x 128)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A detection that is not embedded, and why (counted in metrics)."""
+
+    reason: str  # small, turned, unaligned, blurred
 
 
 class Detector:
-    """Boxes in frame coordinates; `crops` pads, filters and cuts them out."""
+    """Detections in frame coordinates; `crop` pads, checks and cuts them out."""
 
-    def __init__(self, cfg: DetectConfig):
+    name = "whole frame"
+
+    def __init__(self, cfg: DetectConfig, threshold: float = FALLBACK_THRESHOLD,
+                 nms_iou: float = 0.45):  # fmt: skip
         self.cfg = cfg
+        self.threshold = cfg.score_threshold if cfg.score_threshold is not None else threshold
+        self.nms_iou = cfg.nms_iou if cfg.nms_iou is not None else nms_iou
 
-    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
-        """Detections scoring at least `min_score` (default: detect.score_threshold)."""
+    def detections(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
+        """Detections scoring at least `min_score` (default: the detector's threshold)."""
         raise NotImplementedError
 
-    def crop(self, frame: np.ndarray, box: Box, object_id: str = "") -> Crop | None:
-        """The padded crop of one box, or None when it is smaller than detect.min_size."""
+    def crop(self, frame: np.ndarray, det: Detection, object_id: str = "") -> Crop | Rejected:
+        """The padded crop of one detection (aligned, for a face with landmarks)."""
+        if min(det.w, det.h) < self.cfg.min_size:
+            return Rejected("small")
+        x, y, w, h = det.box
+        if self.cfg.mode == "person":  # the 1:2 shape of re-id inputs, around the same centre
+            if w < h * PERSON_ASPECT:
+                x, w = x - (h * PERSON_ASPECT - w) / 2, h * PERSON_ASPECT
+            else:
+                y, h = y - (w / PERSON_ASPECT - h) / 2, w / PERSON_ASPECT
         height, width = frame.shape[:2]
-        x, y, w, h, score = box
         pad_w, pad_h = w * self.cfg.padding, h * self.cfg.padding
         x0, y0 = max(0, int(x - pad_w)), max(0, int(y - pad_h))
         x1, y1 = min(width, int(x + w + pad_w)), min(height, int(y + h + pad_h))
         if min(x1 - x0, y1 - y0) < self.cfg.min_size:
-            return None
-        return Crop(BBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0), score, frame[y0:y1, x0:x1],
-                    object_id, quality=score)  # fmt: skip
+            return Rejected("small")
+        bbox = BBox(x=x0, y=y0, w=x1 - x0, h=y1 - y0)
+        if det.landmarks is None:
+            return Crop(bbox, det.score, frame[y0:y1, x0:x1], object_id, quality=det.score)
+        if abs(faces.yaw(np.asarray(det.landmarks))) > self.cfg.face_max_yaw:
+            return Rejected("turned")
+        aligned = faces.align(frame, np.asarray(det.landmarks))
+        if aligned is None:
+            return Rejected("unaligned")
+        if faces.sharpness(aligned) < self.cfg.face_min_sharpness:
+            return Rejected("blurred")
+        return Crop(bbox, det.score, aligned, object_id, quality=det.score,
+                    landmarks=det.landmarks)  # fmt: skip
 
-    def crops(self, frame: np.ndarray) -> list[Crop]:
-        out = [c for b in self.boxes(frame) if (c := self.crop(frame, b)) is not None]
+    def crops(self, frame: np.ndarray) -> tuple[list[Crop], list[str]]:
+        """The kept crops of a frame, best first, and the reasons the others were dropped."""
+        out, rejected = [], []
+        for det in self.detections(frame):
+            got = self.crop(frame, det)
+            if isinstance(got, Rejected):
+                rejected.append(got.reason)
+            else:
+                out.append(got)
         out.sort(key=lambda c: (-c.score, -c.bbox.w * c.bbox.h))
-        return out[: self.cfg.max_crops]
+        return out[: self.cfg.max_crops], rejected
 
     def _resized(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         """The frame at `detect_width` (up too: HOG's 64x128 window misses small people)."""
@@ -61,15 +115,17 @@ class Detector:
 
 
 class WholeFrame(Detector):
-    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
-        return [(0, 0, frame.shape[1], frame.shape[0], 1.0)]
+    def detections(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
+        return [Detection(0, 0, frame.shape[1], frame.shape[0], 1.0)]
 
-    def crop(self, frame: np.ndarray, box: Box, object_id: str = "") -> Crop:
+    def crop(self, frame: np.ndarray, det: Detection, object_id: str = "") -> Crop:
         h, w = frame.shape[:2]
         return Crop(BBox(x=0, y=0, w=w, h=h), 1.0, frame, object_id)
 
 
 class HogPeople(Detector):
+    name = FALLBACKS["person"]
+
     def __init__(self, cfg: DetectConfig):
         super().__init__(cfg)
         if not hasattr(cv2, "HOGDescriptor"):
@@ -77,17 +133,19 @@ class HogPeople(Detector):
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
-    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
+    def detections(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
         small, scale = self._resized(frame)
         rects, weights = self.hog.detectMultiScale(
             small, winStride=(8, 8), padding=(8, 8), scale=1.05
         )
-        floor = self.cfg.score_threshold if min_score is None else min_score
-        keep = _nms(rects, np.ravel(weights), floor, self.cfg.nms_iou)
-        return [(*(rects[i] / scale), float(np.ravel(weights)[i])) for i in keep]
+        floor = self.threshold if min_score is None else min_score
+        keep = nms(rects, np.ravel(weights), floor, self.nms_iou)
+        return [Detection(*(rects[i] / scale), float(np.ravel(weights)[i])) for i in keep]
 
 
 class HaarFaces(Detector):
+    name = FALLBACKS["face"]
+
     def __init__(self, cfg: DetectConfig):
         super().__init__(cfg)
         data = getattr(cv2, "data", None)
@@ -96,97 +154,100 @@ class HaarFaces(Detector):
             raise ConfigError("detect.mode = face needs OpenCV 4.x with its Haar cascade files")
         self.cascade = cv2.CascadeClassifier(str(path))
 
-    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
+    def detections(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
         small, scale = self._resized(frame)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         side = max(8, int(self.cfg.min_size * scale))
         rects = self.cascade.detectMultiScale(grey, 1.1, 5, minSize=(side, side))
-        return [(*(np.asarray(r, float) / scale), 1.0) for r in rects]
+        return [Detection(*(np.asarray(r, float) / scale), 1.0) for r in rects]
 
 
-class OnnxBoxes(Detector):
-    """YOLO-style output: (1, N, 5 + C) with objectness (v5) or (1, 4 + C, N) without (v8);
-    boxes as centre x, centre y, width, height in input pixels of a letterboxed square.
-    `ssd`: TensorFlow Object Detection API graphs (uint8 NHWC RGB input, the frame stretched to
-    the square; post-NMS `detection_boxes` y1, x1, y2, x2 normalised, `detection_scores`)."""
+class ModelDetector(Detector):
+    """A manifest detector (or the user's own file in onnx mode), through the same provider
+    plan as the extractors: TensorRT/CUDA when present, engine cache, a warning on fallback,
+    ModelError for a file onnxruntime cannot load."""
 
-    def __init__(self, cfg: DetectConfig, models: ModelsConfig, trt_cache: Path | None = None):
-        super().__init__(cfg)
-        from agent.runtime.session import create_session
+    def __init__(self, cfg: AgentConfig, detector: ResolvedDetector, classes: list[int]):
+        spec = detector.manifest.detector
+        super().__init__(cfg.detect, spec.score_threshold, spec.nms_iou)
+        self.name = detector.label
+        self.model = ManifestDetector(detector, cfg.models, cfg.trt_cache_path, classes,
+                                      self.nms_iou)  # fmt: skip
 
-        if cfg.onnx_model is None or not Path(cfg.onnx_model).is_file():
-            raise ConfigError(f"detect.onnx_model not found: {cfg.onnx_model}")
-        # The same provider plan as the extractors: TensorRT/CUDA when present, engine cache,
-        # a warning on fallback, ModelError for a file onnxruntime cannot load.
-        self.session, self.session_info = create_session(
-            Path(cfg.onnx_model), models, trt_cache, label=f"detector {Path(cfg.onnx_model).name}"
-        )
-        self.input = self.session.get_inputs()[0].name
-        self.size = cfg.onnx_input_size
-
-    def boxes(self, frame: np.ndarray, min_score: float | None = None) -> list[Box]:
-        if self.cfg.onnx_layout == "ssd":
-            return self._ssd_boxes(frame, min_score)
-        h, w = frame.shape[:2]
-        scale = self.size / max(h, w)
-        resized = cv2.resize(frame, (round(w * scale), round(h * scale)))
-        canvas = np.full((self.size, self.size, 3), 114, np.uint8)
-        canvas[: resized.shape[0], : resized.shape[1]] = resized
-        tensor = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        out = np.asarray(self.session.run(None, {self.input: tensor})[0])[0]
-        layout = self.cfg.onnx_layout
-        if layout == "auto":
-            layout = "v8" if out.shape[0] < out.shape[1] else "v5"
-        if layout == "v8":  # (4 + C, N), no objectness
-            out = out.T
-            scores_all = out[:, 4:]
-        else:
-            scores_all = out[:, 5:] * out[:, 4:5]
-        if scores_all.shape[1] == 0:
-            return []
-        classes = scores_all.argmax(axis=1)
-        scores = scores_all[np.arange(len(out)), classes]
-        floor = self.cfg.score_threshold if min_score is None else min_score
-        keep = scores >= floor
-        if self.cfg.onnx_classes:
-            keep &= np.isin(classes, self.cfg.onnx_classes)
-        cx, cy, bw, bh = (out[keep, i] / scale for i in range(4))
-        rects = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1)
-        chosen = _nms(rects, scores[keep], floor, self.cfg.nms_iou)
-        return [(*rects[i], float(scores[keep][i])) for i in chosen]
-
-    def _ssd_boxes(self, frame: np.ndarray, min_score: float | None) -> list[Box]:
-        h, w = frame.shape[:2]
-        rgb = cv2.resize(frame, (self.size, self.size))[:, :, ::-1]
-        outputs = dict(zip((o.name for o in self.session.get_outputs()),
-                           self.session.run(None, {self.input: np.ascontiguousarray(rgb)[None]}),
-                           strict=True))  # fmt: skip
-        boxes = np.asarray(outputs["detection_boxes"])[0] * [h, w, h, w]
-        scores = np.asarray(outputs["detection_scores"])[0]
-        floor = self.cfg.score_threshold if min_score is None else min_score
-        keep = scores >= floor
-        y1, x1, y2, x2 = (boxes[keep, i] for i in range(4))
-        rects = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
-        chosen = _nms(rects, scores[keep], floor, self.cfg.nms_iou)
-        return [(*rects[i], float(scores[keep][i])) for i in chosen]
+    def detections(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
+        return self.model.detect(frame, self.threshold if min_score is None else min_score)
 
 
-def _nms(rects, scores, threshold: float, iou: float) -> list[int]:
-    if len(rects) == 0:
-        return []
-    boxes = [[float(v) for v in r] for r in np.asarray(rects).reshape(-1, 4)]
-    kept = cv2.dnn.NMSBoxes(boxes, [float(s) for s in scores], threshold, iou)
-    return [int(i) for i in np.ravel(kept)]
+@dataclass(frozen=True)
+class DetectorChoice:
+    """Which detector a mode uses, and why (`agent doctor`, `agent models info`)."""
+
+    mode: str
+    detector: str
+    reason: str
+    fallback: bool = False
+
+
+def choose_detector(cfg: AgentConfig) -> tuple[DetectorChoice, ResolvedDetector | None]:
+    """The detector the configured mode will use: its manifest model when the file is there,
+    else the OpenCV fallback (person, face); objects mode, or a model named in
+    `detect.model`, has no fallback (ModelError)."""
+    mode = cfg.detect.mode
+    if mode == "frame":
+        return DetectorChoice(mode, "whole frame", "detect.mode = frame embeds whole frames"), None
+    if mode == "onnx":
+        if cfg.detect.onnx_model is None or not Path(cfg.detect.onnx_model).is_file():
+            raise ConfigError(f"detect.onnx_model not found: {cfg.detect.onnx_model}")
+        resolved = _own_detector(cfg.detect)
+        return DetectorChoice(mode, str(cfg.detect.onnx_model), "detect.onnx_model"), resolved
+    name = cfg.detect.model or DEFAULT_DETECTORS[mode]
+    registry = ModelRegistry.from_config(cfg)
+    try:
+        resolved = registry.resolve_detector(name, verify=cfg.models.verify_sha256)
+    except ModelError as exc:
+        if cfg.detect.model or mode not in FALLBACKS:
+            raise
+        reason = f"{name} is not available ({exc}); the fallback finds fewer and is slower"
+        return DetectorChoice(mode, FALLBACKS[mode], reason, fallback=True), None
+    why = "detect.model" if cfg.detect.model else f"the default {mode} detector, file verified"
+    return DetectorChoice(mode, resolved.label, why), resolved
+
+
+def _own_detector(detect: DetectConfig) -> ResolvedDetector:
+    """onnx mode: the user's file, described by the onnx_* settings."""
+    path = Path(detect.onnx_model or "")
+    if detect.onnx_layout == "ssd":
+        spec = DetectorSpec(input="", layout="NHWC", dtype="uint8", resize="stretch",
+                            height=detect.onnx_input_size, width=detect.onnx_input_size,
+                            decoder="ssd")  # fmt: skip
+    else:
+        decoder = {"v5": "yolo_v5", "v8": "yolo_v8"}.get(detect.onnx_layout, "yolo")
+        spec = DetectorSpec(input="", resize="letterbox", height=detect.onnx_input_size,
+                            width=detect.onnx_input_size, scale=1 / 255, decoder=decoder,
+                            score_threshold=FALLBACK_THRESHOLD)  # fmt: skip
+    manifest = DetectorManifest(name=path.stem or "detector", modality="detector",
+                                default_variant="own", detector=spec,
+                                variants={"own": Variant(file=path.name)})  # fmt: skip
+    return ResolvedDetector(manifest, "own", manifest.variants["own"], path, "", ())
 
 
 def make_detector(cfg: AgentConfig) -> Detector:
+    choice, resolved = choose_detector(cfg)
     detect = cfg.detect
-    if detect.mode == "person":
-        return HogPeople(detect)
-    if detect.mode == "face":
-        return HaarFaces(detect)
-    if detect.mode == "onnx":
-        return OnnxBoxes(detect, cfg.models, cfg.trt_cache_path)
+    if resolved is not None:
+        if detect.mode == "onnx":
+            classes = list(detect.onnx_classes)
+        elif detect.mode == "objects":
+            classes = resolved.class_ids(detect.classes)
+        elif detect.mode == "person" and "person" in resolved.classes:
+            classes = resolved.class_ids(["person"])
+        else:
+            classes = []
+        return ModelDetector(cfg, resolved, classes)
+    if choice.fallback:
+        log.warning("detect.mode = %s: %s; using the %s", detect.mode, choice.reason,
+                    choice.detector)  # fmt: skip
+        return HogPeople(detect) if detect.mode == "person" else HaarFaces(detect)
     return WholeFrame(detect)
 
 
@@ -247,12 +308,12 @@ def make_prepare(cfg: AgentConfig, source: SourceConfig) -> Callable[[Frame], Fr
             if not changed:
                 return replace(frame, reused=True)
             update = appearances.update(cut) if not per_frame else TrackUpdate({0: ""})
-            crop = detector.crop(frame.pixels, (0, 0, 0, 0, 1.0), update.assigned[0])
+            crop = detector.crop(frame.pixels, Detection(0, 0, 0, 0, 1.0), update.assigned[0])
             return replace(frame, crops=(crop,), started=update.started, ended=update.ended)
 
         return prepare_frame
     tracker = ByteTracker(cfg.track, prefix)
-    floor = min(cfg.track.low_score, cfg.detect.score_threshold)
+    floor = min(cfg.track.low_score, detector.threshold)
 
     def prepare_crops(frame: Frame) -> Frame:
         changed, _ = gate.check(frame.pixels)
@@ -260,19 +321,24 @@ def make_prepare(cfg: AgentConfig, source: SourceConfig) -> Callable[[Frame], Fr
             return replace(frame, reused=True)
         t0 = time.perf_counter()
         if per_frame:
-            crops = tuple(detector.crops(frame.pixels))
-            return replace(frame, crops=crops, detect_ms=(time.perf_counter() - t0) * 1000)
-        boxes = detector.boxes(frame.pixels, floor)
-        update = tracker.update([b[:4] for b in boxes], [b[4] for b in boxes], frame.media_time,
-                                frame.pixels)  # fmt: skip
-        crops = [
-            c
-            for i, oid in update.assigned.items()
-            if boxes[i][4] >= cfg.detect.score_threshold
-            and (c := detector.crop(frame.pixels, boxes[i], oid)) is not None
-        ]
+            crops, rejected = detector.crops(frame.pixels)
+            return replace(frame, crops=tuple(crops), rejected=tuple(rejected),
+                           detect_ms=(time.perf_counter() - t0) * 1000)  # fmt: skip
+        found = detector.detections(frame.pixels, floor)
+        update = tracker.update([d.box for d in found], [d.score for d in found],
+                                frame.media_time, frame.pixels)  # fmt: skip
+        crops, rejected = [], []
+        for i, oid in update.assigned.items():
+            if found[i].score < detector.threshold:
+                continue
+            got = detector.crop(frame.pixels, found[i], oid)
+            if isinstance(got, Rejected):
+                rejected.append(got.reason)
+            else:
+                crops.append(got)
         crops.sort(key=lambda c: (-c.score, -c.bbox.w * c.bbox.h))
         return replace(frame, crops=tuple(crops[: cfg.detect.max_crops]), started=update.started,
-                       ended=update.ended, detect_ms=(time.perf_counter() - t0) * 1000)  # fmt: skip
+                       ended=update.ended, rejected=tuple(rejected),
+                       detect_ms=(time.perf_counter() - t0) * 1000)  # fmt: skip
 
     return prepare_crops

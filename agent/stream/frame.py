@@ -21,6 +21,7 @@ class Crop:
     pixels: np.ndarray  # BGR view into the frame
     object_id: str = ""  # the track or appearance it belongs to ("" when judged on its own)
     quality: float = 1.0  # weight of its embedding in the object's evidence
+    landmarks: tuple[tuple[float, float], ...] | None = None  # faces: five points, frame pixels
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,4 @@ class Frame:
     reused: bool = False  # unchanged since the last extracted frame: reuse its result
     started: tuple[str, ...] = ()  # objects (tracks, appearances) first seen in this frame
     ended: tuple[str, ...] = ()  # objects that ended with this frame
+    rejected: tuple[str, ...] = ()  # why detections were not embedded (small, blurred, ...)

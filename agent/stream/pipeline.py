@@ -148,6 +148,8 @@ class Pipeline:
                 seen = self._last.get(frame.source_id, [])
             else:
                 source.counters.frames_processed += 1
+                for reason in frame.rejected:
+                    self.metrics.count(f"rejected:{reason}")
                 stage_ms |= times
                 seen = vectors.get(id(frame), [])
                 self._last[frame.source_id] = seen
@@ -298,6 +300,8 @@ class Pipeline:
             frame_index=frame.index,
             frame_time_s=round(frame.media_time, 3),
             bbox=crop.bbox,
+            landmarks=[(round(x, 1), round(y, 1)) for x, y in crop.landmarks]
+            if crop.landmarks else None,
             identity=decision.identity,
             score=round(decision.score, 4),
             margin=round(decision.margin, 4),
