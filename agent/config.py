@@ -289,7 +289,8 @@ class DetectConfig(Section):
     model: str | None = Field(
         None,
         description="Detector manifest to use instead of the mode's default "
-        "(ssdlite_mobilenetv2_person, retinaface_mnet025, yolov3_tiny_coco).",
+        '(ssdlite_mobilenetv2_person, retinaface_mnet025, yolov3_tiny_coco); "opencv": '
+        "OpenCV's HOG (person) or Haar cascade (face).",
     )
     classes: list[str] = Field(
         default_factory=list,
@@ -318,6 +319,14 @@ class DetectConfig(Section):
         ge=0.0,
         le=1.0,
         description="Non-maximum suppression IoU; unset: the manifest's default (0.45).",
+    )
+    max_batch: int = Field(
+        8, ge=1, le=64, description="Frames of all sources in one detector inference call."
+    )
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0.0,
+        description="Longest wait for the other sources' frames before a detector batch runs.",
     )
     face_min_sharpness: float = Field(
         20.0,

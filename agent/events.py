@@ -180,6 +180,9 @@ class MetricsEvent(Payload):
     tracks_linked: int = Field(
         0, description="New tracks found to continue an earlier object (same track_id)."
     )
+    detect_batches: int = Field(
+        0, description="Detector inference calls shared by the sources' frames (model detectors)."
+    )
     crops_rejected: dict[str, int] = Field(
         default_factory=dict,
         description="Detections not embedded, by reason: small, turned (faces), unaligned "

@@ -38,7 +38,7 @@ from agent.ops.build_watch import EngineBuildWatch
 from agent.ops.sdnotify import SystemdNotifier
 from agent.publish import make_publisher
 from agent.runtime.session import EngineBuild, engine_builds
-from agent.stream.detect import make_prepare
+from agent.stream.detect import ModelDetector, make_prepare, source_detectors
 from agent.stream.pipeline import Pipeline
 from agent.stream.sources import check_file_source, make_source
 
@@ -67,7 +67,9 @@ class Agent:
         self.live.embedder.load()  # now (maybe building a TensorRT engine), not on the first frame
         self.ready = threading.Event()
         self.counters = Metrics()
-        self.sources = [make_source(s, make_prepare(cfg, s), self.ready) for s in cfg.sources]
+        self.detectors = source_detectors(cfg, len(cfg.sources))
+        self.sources = [make_source(s, make_prepare(cfg, s, d), self.ready)
+                        for s, d in zip(cfg.sources, self.detectors, strict=True)]  # fmt: skip
         track = self._emit_track if cfg.mqtt.track_events else None
         self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready,
                                  self.counters, track)  # fmt: skip
@@ -141,6 +143,11 @@ class Agent:
             events_produced=counters.counter("events_produced"),
             events_suppressed=self.pipeline.suppressed,
             tracks_linked=counters.counter("tracks_linked"),
+            detect_batches=sum(
+                d.batches
+                for d in {id(d): d for d in self.detectors}.values()
+                if isinstance(d, ModelDetector)
+            ),
             crops_rejected=counters.counters("rejected:"),
             cache_hit_rate=round(cache.stats.hit_rate, 4) if cache is not None else None,
             gallery_size=self.live.size,
@@ -299,6 +306,9 @@ class Agent:
             source.stop()
         for source in self.sources:
             source.join(5)
+        for detector in {id(d): d for d in self.detectors}.values():
+            if isinstance(detector, ModelDetector):
+                detector.close()
         while frames := self.pipeline.collect(idle_wait=0):
             self.pipeline.process(frames)
         self.pipeline.finish()

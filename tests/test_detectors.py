@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import cv2
@@ -186,3 +187,36 @@ def test_missing_detector_files_fall_back_with_a_warning(monkeypatch, caplog):
     doctor = run("doctor", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
     assert checks["detector"]["level"] == "ok"  # frame mode by default
+
+
+def test_sources_share_one_detector_in_batches_with_the_same_detections(shared_models, street):
+    """Four source threads, one session: once every source is known, their frames run as one
+    batch, and each thread gets the detections its frame gets alone."""
+    cfg = AgentConfig(detect={"mode": "person", "max_wait_ms": 500})
+    shared, alone = make_detector(cfg, batched=True), make_detector(cfg)
+    frames = [street[100], street[400], street[700], street[400][:, ::-1].copy()]
+    results: list[list[Detection]] = [[] for _ in frames]
+    barrier = threading.Barrier(len(frames))
+    batches_before_round_two = []
+
+    def source(i: int) -> None:
+        shared.detections(frames[i])  # first round: the batcher learns the sources
+        if barrier.wait() == 0:
+            batches_before_round_two.append(shared.batches)
+        barrier.wait()
+        results[i] = shared.detections(frames[i])
+
+    threads = [threading.Thread(target=source, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert shared.batches - batches_before_round_two[0] == 1  # the second round: one call
+    for frame, got in zip(frames, results, strict=True):
+        expected = alone.detections(frame)
+        assert len(got) == len(expected) >= 1
+        for a, b in zip(got, expected, strict=True):
+            assert np.abs(np.array(a.box) - b.box).max() < 1e-3 and abs(a.score - b.score) < 1e-4
+    shared.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        shared.detections(frames[0])

@@ -26,7 +26,7 @@ from agent.events import BBox
 from agent.runtime.manifest import DetectorManifest, DetectorSpec, Variant
 from agent.runtime.registry import ModelRegistry, ResolvedDetector
 from agent.stream import faces
-from agent.stream.detectors import Detection, ManifestDetector, nms
+from agent.stream.detectors import Detection, DetectionBatcher, ManifestDetector, nms
 from agent.stream.frame import Crop, Frame
 from agent.stream.track import AppearanceTracker, ByteTracker, TrackUpdate
 
@@ -167,12 +167,26 @@ class ModelDetector(Detector):
     plan as the extractors: TensorRT/CUDA when present, engine cache, a warning on fallback,
     ModelError for a file onnxruntime cannot load."""
 
-    def __init__(self, cfg: AgentConfig, detector: ResolvedDetector, classes: list[int]):
+    def __init__(
+        self, cfg: AgentConfig, detector: ResolvedDetector, classes: list[int], batched: bool
+    ):
         spec = detector.manifest.detector
         super().__init__(cfg.detect, spec.score_threshold, spec.nms_iou)
         self.name = detector.label
-        self.model = ManifestDetector(detector, cfg.models, cfg.trt_cache_path, classes,
-                                      self.nms_iou)  # fmt: skip
+        model = ManifestDetector(detector, cfg.models, cfg.trt_cache_path, classes, self.nms_iou)
+        self.model: ManifestDetector | DetectionBatcher = (
+            DetectionBatcher(model, cfg.detect.max_batch, cfg.detect.max_wait_ms)
+            if batched else model
+        )  # fmt: skip
+
+    @property
+    def batches(self) -> int:
+        """Inference calls so far, when shared by the sources (0 otherwise)."""
+        return self.model.batches if isinstance(self.model, DetectionBatcher) else 0
+
+    def close(self) -> None:
+        if isinstance(self.model, DetectionBatcher):
+            self.model.close()
 
     def detections(self, frame: np.ndarray, min_score: float | None = None) -> list[Detection]:
         return self.model.detect(frame, self.threshold if min_score is None else min_score)
@@ -200,6 +214,8 @@ def choose_detector(cfg: AgentConfig) -> tuple[DetectorChoice, ResolvedDetector 
             raise ConfigError(f"detect.onnx_model not found: {cfg.detect.onnx_model}")
         resolved = _own_detector(cfg.detect)
         return DetectorChoice(mode, str(cfg.detect.onnx_model), "detect.onnx_model"), resolved
+    if cfg.detect.model == "opencv" and mode in FALLBACKS:
+        return DetectorChoice(mode, FALLBACKS[mode], "detect.model = opencv", fallback=True), None
     name = cfg.detect.model or DEFAULT_DETECTORS[mode]
     registry = ModelRegistry.from_config(cfg)
     try:
@@ -231,7 +247,9 @@ def _own_detector(detect: DetectConfig) -> ResolvedDetector:
     return ResolvedDetector(manifest, "own", manifest.variants["own"], path, "", ())
 
 
-def make_detector(cfg: AgentConfig) -> Detector:
+def make_detector(cfg: AgentConfig, batched: bool = False, warn: bool = True) -> Detector:
+    """The configured mode's detector; `batched`: one for all sources, whose frames share
+    inference batches (thread-safe)."""
     choice, resolved = choose_detector(cfg)
     detect = cfg.detect
     if resolved is not None:
@@ -243,12 +261,22 @@ def make_detector(cfg: AgentConfig) -> Detector:
             classes = resolved.class_ids(["person"])
         else:
             classes = []
-        return ModelDetector(cfg, resolved, classes)
-    if choice.fallback:
+        return ModelDetector(cfg, resolved, classes, batched)
+    if choice.fallback and warn and cfg.detect.model != "opencv":
         log.warning("detect.mode = %s: %s; using the %s", detect.mode, choice.reason,
                     choice.detector)  # fmt: skip
+    if choice.fallback:
         return HogPeople(detect) if detect.mode == "person" else HaarFaces(detect)
     return WholeFrame(detect)
+
+
+def source_detectors(cfg: AgentConfig, count: int) -> list[Detector]:
+    """A detector for each of `count` sources: one shared, batched model detector, or each its
+    own OpenCV or whole-frame detector (those are not thread-safe)."""
+    first = make_detector(cfg, batched=True)
+    if isinstance(first, ModelDetector):
+        return [first] * count
+    return [first] + [make_detector(cfg, warn=False) for _ in range(count - 1)]
 
 
 class FrameGate:
@@ -291,11 +319,13 @@ def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
 
-def make_prepare(cfg: AgentConfig, source: SourceConfig) -> Callable[[Frame], Frame]:
+def make_prepare(
+    cfg: AgentConfig, source: SourceConfig, detector: Detector | None = None
+) -> Callable[[Frame], Frame]:
     """The per-source step run in the source thread: change gate, detector, then the objects
     the crops belong to (appearances in frame mode, tracks in crop modes). With a cool-down of
     0 every crop is judged on its own and no objects are kept."""
-    detector = make_detector(cfg)
+    detector = detector or make_detector(cfg)
     per_frame = (source.match or cfg.match).cooldown_s <= 0
     appearances_cut = cfg.detect.mode == "frame" and not per_frame
     gate = FrameGate(cfg.detect.change_threshold, cfg.detect.scene_cut if appearances_cut else None)

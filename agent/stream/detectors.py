@@ -14,7 +14,9 @@ filter and non-maximum suppression at the manifest's (or the config's) IoU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -78,12 +80,35 @@ class ManifestDetector:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def max_batch(self) -> int:
+        """Frames one call can take: 1 for a graph with a fixed batch of 1."""
+        dim = self.session.get_inputs()[0].shape[0]
+        return 1 if isinstance(dim, int) and dim == 1 else 64
+
     def detect(self, frame: np.ndarray, min_score: float) -> list[Detection]:
-        tensor, place = self._tensor(frame)
-        raw = self.session.run(None, {self.input: tensor})
-        outputs = dict(zip(self.outputs, (np.asarray(r)[0] for r in raw), strict=True))
-        nhwc = self.spec.detector.layout == "NHWC"
-        height, width = tensor.shape[1:3] if nhwc else tensor.shape[2:]
+        tensor, place = self.prepare(frame)
+        return self.decode(self.run(tensor)[0], tensor.shape, place, min_score)
+
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, _Placement]:
+        """The frame's input tensor (batch of 1) and where the frame went in it."""
+        return self._tensor(frame)
+
+    def run(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """One session call on a batch of same-shaped tensors: each frame's outputs."""
+        raw = [np.asarray(r) for r in self.session.run(None, {self.input: batch})]
+        return [dict(zip(self.outputs, (r[i] for r in raw), strict=True))
+                for i in range(len(batch))]  # fmt: skip
+
+    def decode(
+        self,
+        outputs: dict[str, np.ndarray],
+        shape: tuple[int, ...],
+        place: _Placement,
+        min_score: float,
+    ) -> list[Detection]:
+        """One frame's outputs as detections in frame pixels: threshold, classes, NMS."""
+        height, width = shape[1:3] if self.spec.detector.layout == "NHWC" else shape[2:]
         decode = _DECODERS[self.spec.detector.decoder]
         rects, scores, labels, marks = decode(outputs, width, height)
         keep = scores >= min_score
@@ -130,6 +155,104 @@ class ManifestDetector:
         if spec.layout == "NCHW":
             tensor = tensor.transpose(2, 0, 1)
         return np.ascontiguousarray(tensor[None]), place
+
+
+@dataclass
+class _Request:
+    tensor: np.ndarray
+    place: _Placement
+    min_score: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[Detection] | None = None
+    error: BaseException | None = None
+
+
+class DetectionBatcher:
+    """One detector session for every source: the source threads prepare their frames in
+    parallel and hand the tensors over; a worker runs the frames that arrive together (same
+    input shape, at most `max_batch`) as one batch and hands each thread its detections. It
+    waits up to `max_wait_ms` for a frame from each source seen in the last second, no longer,
+    so a single source never waits."""
+
+    def __init__(self, model: ManifestDetector, max_batch: int, max_wait_ms: float):
+        self.model = model
+        self.max_batch = max(1, min(max_batch, model.max_batch))
+        self.max_wait_s = max_wait_ms / 1000
+        self.batches = 0
+        self.frames = 0
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self._callers: dict[int, float] = {}
+        self._closed = False
+        self._worker: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def detect(self, frame: np.ndarray, min_score: float) -> list[Detection]:
+        tensor, place = self.model.prepare(frame)
+        request = _Request(tensor, place, min_score)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the detector is closed")
+            self._callers[threading.get_ident()] = time.monotonic()
+            self._pending.append(request)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="detector", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(5)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._pending:
+                    return
+                deadline = time.monotonic() + self.max_wait_s
+                while len(self._pending) < min(self._expected(), self.max_batch):
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._closed:
+                        break
+                    self._cond.wait(left)
+                shape = self._pending[0].tensor.shape
+                batch = [r for r in self._pending if r.tensor.shape == shape][: self.max_batch]
+                self._pending = [r for r in self._pending if not any(r is b for b in batch)]
+            self._run(batch)
+
+    def _expected(self) -> int:
+        """Sources that handed a frame over in the last second."""
+        now = time.monotonic()
+        self._callers = {k: t for k, t in self._callers.items() if now - t < 1.0}
+        return max(1, len(self._callers))
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            outputs = self.model.run(np.concatenate([r.tensor for r in batch]))
+            for request, out in zip(batch, outputs, strict=True):
+                request.result = self.model.decode(out, request.tensor.shape, request.place,
+                                                   request.min_score)  # fmt: skip
+        except Exception as exc:  # every waiting source gets the error, none hangs
+            for request in batch:
+                request.error = exc
+        finally:
+            self.batches += 1
+            self.frames += len(batch)
+            for request in batch:
+                request.done.set()
 
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
