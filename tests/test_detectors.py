@@ -220,3 +220,15 @@ def test_sources_share_one_detector_in_batches_with_the_same_detections(shared_m
     shared.close()
     with pytest.raises(RuntimeError, match="closed"):
         shared.detections(frames[0])
+
+
+def test_person_mode_embeds_with_the_re_id_model_unless_one_is_chosen(shared_models, monkeypatch):
+    from agent.runtime.registry import resolve_image_model
+
+    person = AgentConfig(detect={"mode": "person"})
+    assert resolve_image_model(person).manifest.name == "osnet_x0_25"
+    chosen = AgentConfig(detect={"mode": "person"}, models={"default": "efficientnet_lite0"})
+    assert resolve_image_model(chosen).manifest.name == "efficientnet_lite0"
+    assert resolve_image_model(AgentConfig()).manifest.name == "efficientnet_lite0"
+    monkeypatch.delenv("AGENT_MODELS_DIR")  # OSNet's file not there: the configured default
+    assert resolve_image_model(person).manifest.name == "efficientnet_lite0"

@@ -8,7 +8,9 @@
 #      trt-fp32      TensorRT with fp16 off;  trt-fp16: fp16 on (fp32 file);  trt-int8: QDQ file
 #    each JSON also records the nodes per provider, so a partial CPU fallback shows;
 # 2. the running agent on 8 looped vtest.avi sources (tools/bench_agent.py --sources 8), on
-#    TensorRT then CUDA.
+#    TensorRT then CUDA;
+# 3. person mode on 4 and 8 copies of vtest.avi: SSDLite shared and batched across the sources,
+#    unbatched, and HOG (tools/bench_detect.py), on TensorRT then CUDA.
 # Needs onnxruntime-gpu importable, with CUDA/cuDNN (and TensorRT for the trt rows) loadable.
 set -euo pipefail
 models_dir=${1:?models dir}
@@ -41,4 +43,10 @@ done
 for providers in '["tensorrt","cuda"]' '["cuda"]'; do
   AGENT_MODELS__PROVIDERS="$providers" python3 tools/bench_agent.py --sources 8 --seconds 30 \
     | tee -a "$out/gpu_agent_8_sources.txt"
+done
+for providers in '["tensorrt","cuda"]' '["cuda"]'; do
+  for sources in 4 8; do
+    AGENT_MODELS__PROVIDERS="$providers" python3 tools/bench_detect.py --sources "$sources" \
+      --frames 300 | tee -a "$out/gpu_detect_${sources}_sources.json"
+  done
 done

@@ -304,11 +304,29 @@ class ModelRegistry:
         return target
 
 
+PERSON_MODEL = "osnet_x0_25"
+
+
+def default_image_model(cfg: AgentConfig) -> str:
+    """`[models] default`; in person mode, when no model was chosen, the person re-id model
+    if its file is present (a generic image model tells people apart poorly)."""
+    if "default" in cfg.models.model_fields_set or cfg.detect.mode != "person":
+        return cfg.models.default
+    registry = ModelRegistry.from_config(cfg)
+    manifest = registry.manifests().get(PERSON_MODEL)
+    if manifest is None or not any(st.path for st in registry.status(manifest)):
+        return cfg.models.default
+    log.info("person mode: embedding with %s (person re-id); [models] default picks another",
+             PERSON_MODEL)  # fmt: skip
+    return PERSON_MODEL
+
+
 def resolve_image_model(
     cfg: AgentConfig, name: str | None = None, variant: str | None = None
 ) -> ResolvedModel:
-    """The named model (default: the configured one, with its configured variant), verified."""
-    name = name or cfg.models.default
+    """The named model (default: the configured one, with its configured variant, or the
+    person re-id model in person mode), verified."""
+    name = name or default_image_model(cfg)
     if variant is None and name == cfg.models.default:
         variant = cfg.models.variant
     return ModelRegistry.from_config(cfg).resolve(name, variant, verify=cfg.models.verify_sha256)
