@@ -232,3 +232,23 @@ def test_person_mode_embeds_with_the_re_id_model_unless_one_is_chosen(shared_mod
     assert resolve_image_model(AgentConfig()).manifest.name == "efficientnet_lite0"
     monkeypatch.delenv("AGENT_MODELS_DIR")  # OSNet's file not there: the configured default
     assert resolve_image_model(person).manifest.name == "efficientnet_lite0"
+
+
+def test_face_mode_events_carry_the_landmarks(gallery, tmp_path):
+    """`agent run` in face mode on a folder holding the astronaut (and a blurred copy, which
+    the sharpness gate drops and the metrics count)."""
+    from tests.agent_support import AgentProcess, agent_config
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    image = cv2.imread(str(ASTRONAUT))
+    cv2.imwrite(str(folder / "a.png"), image)
+    cv2.imwrite(str(folder / "b.png"), cv2.GaussianBlur(image, (0, 0), 6))
+    config = agent_config(tmp_path / "state", gallery, detect={"mode": "face"})
+    agent = AgentProcess(tmp_path, config, "--fast", "-s", f"cam={folder}")
+    assert agent.wait() == 0, agent.log()
+    (event,) = [e for e in agent.events if e.get("type") == "match"]
+    reference = [(205, 101), (247, 103), (224, 129), (203, 138), (244, 141)]
+    assert np.abs(np.array(event["landmarks"]) - reference).max() <= 1.0
+    metrics = agent.status()["metrics"]
+    assert metrics["crops_rejected"] == {"blurred": 1} and metrics["detect_batches"] == 2
