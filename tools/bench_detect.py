@@ -80,6 +80,12 @@ def run_agent(work: Path, gallery: Path, clip: Path, sources: int, label: str) -
             "events": events}  # fmt: skip
 
 
+def model_of(gallery: Path) -> str:
+    out = subprocess.run([sys.executable, "-m", "agent", "gallery", "stats", "-g", str(gallery),
+                          "--json"], capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout)["model"]
+
+
 def people(clip: Path) -> dict:
     from agent.config import AgentConfig
     from agent.stream.detect import make_detector
@@ -110,20 +116,29 @@ def main() -> None:
     ap.add_argument("--clip", type=Path, default=CLIP)
     ap.add_argument("--sources", type=int, default=4)
     ap.add_argument("--frames", type=int, default=150)
-    ap.add_argument("--gallery", type=Path, help="Enrolled gallery (default: examples/gallery).")
+    ap.add_argument(
+        "--gallery",
+        type=Path,
+        help="Enrolled gallery (default: examples/gallery enrolled in person mode, so with "
+        "OSNet when its file is present).",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         gallery = args.gallery or work / "gallery"
-        if args.gallery is None:
-            subprocess.run([sys.executable, "-m", "agent", "-q", "enroll",
+        if args.gallery is None:  # enrolled as person mode would: with OSNet when present
+            person = work / "person.toml"
+            person.write_text('[detect]\nmode = "person"\n')
+            subprocess.run([sys.executable, "-m", "agent", "-q", "-c", str(person), "enroll",
                             str(REPO / "examples" / "gallery"), "-g", str(gallery)],
                            check=True, capture_output=True)  # fmt: skip
         clip = work / "clip.avi"
         cut(args.clip, args.frames, clip)
         runs = {label: run_agent(work, gallery, clip, args.sources, label) for label in VARIANTS}
+        model = model_of(gallery)
     ratio = runs["ssdlite"]["frames_per_s"] / max(runs["hog"]["frames_per_s"], 1e-9)
-    print(json.dumps({"sources": args.sources, "frames_per_source": args.frames, "runs": runs,
+    print(json.dumps({"sources": args.sources, "frames_per_source": args.frames,
+                      "model": model, "runs": runs,
                       "ssdlite_vs_hog_frames_per_s": round(ratio, 2),
                       "people": people(args.clip)}, indent=2))  # fmt: skip
 
