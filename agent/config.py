@@ -467,6 +467,11 @@ class MqttConfig(Section):
     track_events: bool = Field(
         False, description="Publish track lifecycle (new, end) on <prefix>/track (QoS 0)."
     )
+    snapshots: bool = Field(
+        False,
+        description="Publish the JPEG of each source's last decided crop, raw bytes, retained on "
+        "<prefix>/<source>/snapshot (Frigate style).",
+    )
     max_inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged publishes.")
     max_packet_bytes: int = Field(
         1 << 20,
@@ -485,6 +490,17 @@ class OutboxConfig(Section):
     max_age_s: float = Field(7 * 86400.0, gt=0, description="Events older than this are dropped.")
     policy: Literal["drop_oldest", "drop_newest"] = Field(
         "drop_oldest", description="What a full outbox drops."
+    )
+
+
+class HomeAssistantConfig(Section):
+    """Home Assistant MQTT discovery: one device per agent, entities per source."""
+
+    enabled: bool = Field(False, description="Announce the agent to Home Assistant over MQTT.")
+    discovery_prefix: str = Field(
+        "homeassistant",
+        pattern=r"^[^+#\x00]+$",
+        description="Home Assistant's discovery prefix (its MQTT integration setting).",
     )
 
 
@@ -537,6 +553,7 @@ class AgentConfig(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
     @classmethod
     def settings_customise_sources(

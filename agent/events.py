@@ -128,7 +128,8 @@ class EngineBuildStatus(BaseModel):
 
 
 class StatusEvent(Payload):
-    """Retained on `<prefix>/status`; the broker publishes `offline` as the agent's Last Will."""
+    """Retained on `<prefix>/health`; its `state` alone (a plain word) is retained on
+    `<prefix>/status`, where the broker publishes `offline` as the agent's Last Will."""
 
     type: Literal["status"] = "status"
     state: Literal["starting", "online", "offline", "stopped"]

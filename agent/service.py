@@ -27,6 +27,7 @@ from agent.errors import ConfigError
 from agent.events import (
     CommandResult,
     EngineBuildStatus,
+    MatchEvent,
     MetricsEvent,
     SourceMetrics,
     StatusEvent,
@@ -71,8 +72,9 @@ class Agent:
         self.sources = [make_source(s, make_prepare(cfg, s, d), self.ready)
                         for s, d in zip(cfg.sources, self.detectors, strict=True)]  # fmt: skip
         track = self._emit_track if cfg.mqtt.track_events else None
+        decision = self._emit_decision if cfg.mqtt.host else None
         self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready,
-                                 self.counters, track)  # fmt: skip
+                                 self.counters, track, decision)  # fmt: skip
         self.commands = Commands(cfg, self.live, self.counters)
         self._command_queue: queue.Queue[tuple[str, bytes, Future]] = queue.Queue()
         self.publisher = make_publisher(
@@ -96,6 +98,22 @@ class Agent:
 
     def _emit_track(self, event: TrackEvent) -> None:
         self.publisher.publish_track(event)
+
+    def _emit_decision(self, event: MatchEvent, snapshot: bytes | None) -> None:
+        """The source's last decision, retained: what dashboards and Home Assistant show."""
+        summary = {
+            "identity": event.identity or "unknown",
+            "score": event.score,
+            "margin": event.margin,
+            "track_id": event.track_id,
+            "unknown_id": event.unknown_id,
+            "frame_time_s": event.frame_time_s,
+            "ts": event.ts,
+            "event_id": event.event_id,
+            "snapshot_topic": f"{self.cfg.topic_prefix}/{event.source_id}/snapshot"
+            if snapshot is not None else None,
+        }  # fmt: skip
+        self.publisher.publish_decision(event.source_id, json.dumps(summary).encode(), snapshot)
 
     def status(self, state: str) -> StatusEvent:
         return StatusEvent(

@@ -58,18 +58,21 @@ def test_end_to_end_match_events_reach_a_subscriber(gallery, broker, tmp_path, p
     right = sum(e["identity"] == gt[e["frame_index"]] for e in events)
     print(f"\nMQTT {protocol} via {broker.kind}: per-frame accuracy {right}/200")
     assert right >= 180
-    statuses = sub.payloads("/status")
-    for status in statuses:
+    health = sub.payloads("/health")
+    for status in health:
         jsonschema.validate(status, StatusEvent.model_json_schema())
-    assert statuses[0]["state"] == "online" and statuses[-1]["state"] == "stopped"
+    assert health[0]["state"] == "online" and health[-1]["state"] == "stopped"
+    words = sub.words("/status")  # the plain word availability checks read
+    assert words[0] == "online" and words[-1] == "stopped" and set(words) <= {"online", "stopped"}
     metrics = sub.payloads("/metrics")
     assert metrics, "no metrics published"
     jsonschema.validate(metrics[-1], MetricsEvent.model_json_schema())
     assert agent.status()["metrics"]["published"] == 200
     sub.close()
-    late = Subscriber(broker, f"{PREFIX}/status", client_id="late-joiner")
-    assert late.wait_for(lambda s: s.payloads("/status"), 10)
-    assert late.payloads("/status")[-1]["state"] == "stopped"  # retained
+    late = Subscriber(broker, f"{PREFIX}/+", client_id="late-joiner")
+    assert late.wait_for(lambda s: s.words("/status") and s.payloads("/health"), 10)
+    assert late.words("/status")[-1] == "stopped"  # retained
+    assert late.payloads("/health")[-1]["state"] == "stopped"
 
 
 def test_last_will_says_offline_when_the_agent_dies(gallery, broker, tmp_path):
@@ -77,10 +80,10 @@ def test_last_will_says_offline_when_the_agent_dies(gallery, broker, tmp_path):
     config = mqtt_config(tmp_path, gallery, broker, "3.1.1")
     clip = EXAMPLES / "camera.mp4"
     agent = AgentProcess(tmp_path, config, "--realtime", "--loop", "-s", f"cam={clip}")
-    assert sub.wait_for(lambda s: any(p["state"] == "online" for p in s.payloads("/status")))
+    assert sub.wait_for(lambda s: "online" in s.words("/status"))
     agent.signal(signal.SIGKILL)
     agent.wait()
-    assert sub.wait_for(lambda s: s.payloads("/status")[-1]["state"] == "offline", 20)
+    assert sub.wait_for(lambda s: s.words("/status")[-1] == "offline", 20)
 
 
 def test_commands_reload_remove_enroll_and_malformed(gallery, broker, tmp_path):

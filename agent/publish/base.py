@@ -70,6 +70,11 @@ class Publisher(ABC):
     def publish_track(self, event: TrackEvent) -> None:
         """Track lifecycle is state for live views, not history: not queued, may be dropped."""
 
+    @abstractmethod
+    def publish_decision(self, source_id: str, summary: bytes, snapshot: bytes | None) -> None:
+        """A source's last decision (and the JPEG of its crop): retained state for dashboards,
+        where the transport has such a thing. Not queued."""
+
     def drain(self, timeout: float) -> bool:
         """Wait until the outbox is empty (True) or `timeout` passes (False)."""
         deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ status with a Last Will, periodic metrics, and the optional `cmd/` topics."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -82,8 +83,10 @@ class MqttPublisher(Publisher):
         m = cfg.mqtt
         self.host, self.port = m.host, m.port
         self.prefix = cfg.topic_prefix
-        self.status_topic = f"{self.prefix}/status"
+        self.status_topic = f"{self.prefix}/status"  # the plain state word
+        self.health_topic = f"{self.prefix}/health"  # the StatusEvent JSON
         self.metrics_topic = f"{self.prefix}/metrics"
+        self.cfg = cfg
         self.on_command = on_command if m.commands else None
         self.v5 = m.protocol == "5"
         self._connected = threading.Event()
@@ -92,8 +95,7 @@ class MqttPublisher(Publisher):
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=64)
 
         client = mqtt_client(cfg, m.client_id or f"agent-{cfg.device_id}")
-        offline = initial_status.model_copy(update={"state": "offline", "sources": {}})
-        client.will_set(self.status_topic, offline.to_json(), qos=1, retain=True)
+        client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         client.max_inflight_messages_set(m.max_inflight)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.on_connect = self._on_connect
@@ -136,7 +138,9 @@ class MqttPublisher(Publisher):
         self._connected.set()
         log.info("MQTT connected (%s)", "first" if self.connects == 1 else "reconnect")
         status = self._status.model_copy(update={"state": "online", "ts": time.time()})
-        client.publish(self.status_topic, status.to_json(), qos=1, retain=True)
+        self._publish_state(status)
+        if self.cfg.homeassistant.enabled:
+            self._announce()
         if self.on_command is not None:
             client.subscribe(f"{self.prefix}/cmd/+", qos=1)
         self._wake.set()
@@ -184,10 +188,41 @@ class MqttPublisher(Publisher):
             return None
         return info.mid
 
+    def _publish_state(self, status: StatusEvent):
+        """The plain word on `status` (what availability checks read), the JSON on `health`."""
+        self.client.publish(self.health_topic, status.to_json(), qos=1, retain=True)
+        return self.client.publish(self.status_topic, status.state.encode(), qos=1, retain=True)
+
+    def _announce(self) -> None:
+        """Home Assistant discovery: this run's entities, and removals of sources gone."""
+        from agent.atomic import atomic_write_bytes
+        from agent.publish.homeassistant import payloads
+
+        record = self.cfg.state_dir / "homeassistant.json"
+        try:
+            announced = json.loads(record.read_text())
+        except (OSError, ValueError):
+            announced = []
+        messages = payloads(self.cfg, [s.id for s in self.cfg.sources], announced)
+        for topic, payload in messages.items():
+            self.client.publish(topic, payload, qos=1, retain=True)
+        try:
+            atomic_write_bytes(record, json.dumps([t for t, p in messages.items() if p]).encode())
+        except OSError as exc:
+            log.warning("cannot record the Home Assistant entities in %s: %s", record, exc)
+
     def publish_status(self, status: StatusEvent) -> None:
         self._status = status
         if self.connected:
-            self.client.publish(self.status_topic, status.to_json(), qos=1, retain=True)
+            self._publish_state(status)
+
+    def publish_decision(self, source_id: str, summary: bytes, snapshot: bytes | None) -> None:
+        if not self.connected:
+            return
+        self.client.publish(f"{self.prefix}/{source_id}/last", summary, qos=1, retain=True)
+        if snapshot is not None:
+            self.client.publish(f"{self.prefix}/{source_id}/snapshot", snapshot, qos=1,
+                                retain=True)  # fmt: skip
 
     def publish_metrics(self, metrics: MetricsEvent) -> None:
         if self.connected:
@@ -199,7 +234,7 @@ class MqttPublisher(Publisher):
 
     def _close(self, final: StatusEvent | None) -> None:
         if final is not None and self.connected:
-            info = self.client.publish(self.status_topic, final.to_json(), qos=1, retain=True)
+            info = self._publish_state(final)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
         self.client.disconnect()

@@ -47,6 +47,9 @@ class StdoutPublisher(Publisher):
     def publish_track(self, event: TrackEvent) -> None:
         pass
 
+    def publish_decision(self, source_id: str, summary: bytes, snapshot: bytes | None) -> None:
+        pass  # the event lines already carry every decision; stdout keeps no state
+
     def _close(self, final: StatusEvent | None) -> None:
         if final is not None:
             self.publish_status(final)

@@ -57,12 +57,14 @@ class Pipeline:
         ready: threading.Event,
         metrics: Metrics | None = None,
         emit_track: Callable[[TrackEvent], None] | None = None,
+        emit_decision: Callable[[MatchEvent, bytes | None], None] | None = None,
     ):
         self.cfg = cfg
         self.sources = sources
         self.live = live
         self.emit = emit
         self.emit_track = emit_track
+        self.emit_decision = emit_decision  # each decision with the JPEG of its crop
         self.ready = ready
         self.metrics = metrics or NullMetrics()
         self.unknowns = UnknownRegistry(cfg.match.unknown_ttl_s)
@@ -323,6 +325,12 @@ class Pipeline:
         )  # fmt: skip
         t0 = time.perf_counter()
         self.emit(event)
+        if self.emit_decision is not None:
+            snapshot = None
+            if self.cfg.mqtt.snapshots:
+                ok, data = cv2.imencode(".jpg", crop.pixels, [cv2.IMWRITE_JPEG_QUALITY, 85])
+                snapshot = data.tobytes() if ok else None
+            self.emit_decision(event, snapshot)
         self.metrics.observe("publish", time.perf_counter() - t0)
         if frame.index >= 0:
             self.metrics.observe("e2e", time.monotonic() - frame.captured)
