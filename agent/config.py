@@ -504,6 +504,23 @@ class HomeAssistantConfig(Section):
     )
 
 
+class HttpConfig(Section):
+    """A local HTTP endpoint: Prometheus metrics on /metrics and a read-only page on /."""
+
+    enabled: bool = Field(False, description="Serve /metrics and the page (needs the "
+                          "prometheus extra: pip install 'agent[prometheus]').")  # fmt: skip
+    host: str = Field(
+        "127.0.0.1", description="Address to bind; beyond localhost a token is required."
+    )
+    port: int = Field(9108, ge=0, le=65535, description="Port (0: any free port).")
+    token_env: str = Field(
+        "AGENT_HTTP_TOKEN",
+        description="Environment variable holding the token requests must carry "
+        "(Authorization: Bearer, or ?token=); unset variable: no token (localhost only).",
+    )
+    recent: int = Field(50, ge=1, le=1000, description="Recent decisions the page keeps.")
+
+
 class MetricsConfig(Section):
     """Periodic metrics on `<prefix>/metrics` and in the status file."""
 
@@ -554,6 +571,7 @@ class AgentConfig(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @classmethod
     def settings_customise_sources(

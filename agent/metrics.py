@@ -18,20 +18,28 @@ import numpy as np
 
 from agent.events import Percentiles
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class StageTimes:
-    """Recent durations of one stage, bounded so a long run keeps constant memory."""
+    """Recent durations of one stage, bounded so a long run keeps constant memory, and a
+    histogram of all of them (per item, LATENCY_BUCKETS seconds) for Prometheus."""
 
     def __init__(self, maxlen: int = 4096):
         self._samples: deque[float] = deque(maxlen=maxlen)
         self.count = 0
         self.total_s = 0.0
+        self.buckets = [0] * len(LATENCY_BUCKETS)  # items at or below each bound
 
     def add(self, seconds: float, n: int = 1) -> None:
         """Record `seconds` spent on `n` items (stored per item)."""
-        self._samples.append(seconds / n)
+        per_item = seconds / n
+        self._samples.append(per_item)
         self.count += n
         self.total_s += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if per_item <= bound:
+                self.buckets[i] += n
 
     def summary(self) -> dict[str, float]:
         if not self._samples:
@@ -197,6 +205,12 @@ class Metrics:
         with self._lock:
             windows = dict(self.latency)
         return {k: p for k, t in windows.items() if (p := percentiles(t)) is not None}
+
+    def histograms(self) -> dict[str, tuple[list[int], float, int]]:
+        """Per stage: cumulative counts per LATENCY_BUCKETS bound, the sum (s) and the count."""
+        with self._lock:
+            return {k: (list(t.buckets), t.total_s, t.count) for k, t in self.latency.items()
+                    if t.count}  # fmt: skip
 
 
 class NullMetrics(Metrics):

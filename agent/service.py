@@ -72,7 +72,12 @@ class Agent:
         self.sources = [make_source(s, make_prepare(cfg, s, d), self.ready)
                         for s, d in zip(cfg.sources, self.detectors, strict=True)]  # fmt: skip
         track = self._emit_track if cfg.mqtt.track_events else None
-        decision = self._emit_decision if cfg.mqtt.host else None
+        self.dashboard = None
+        if cfg.http.enabled:
+            from agent.ops.dashboard import Dashboard
+
+            self.dashboard = Dashboard(cfg, self.counters, lambda: len(engine_builds()))
+        decision = self._emit_decision if cfg.mqtt.host or self.dashboard else None
         self.pipeline = Pipeline(cfg, self.sources, self.live, self._emit, self.ready,
                                  self.counters, track, decision)  # fmt: skip
         self.commands = Commands(cfg, self.live, self.counters)
@@ -114,6 +119,8 @@ class Agent:
             if snapshot is not None else None,
         }  # fmt: skip
         self.publisher.publish_decision(event.source_id, json.dumps(summary).encode(), snapshot)
+        if self.dashboard is not None:
+            self.dashboard.decided(event, snapshot)
 
     def status(self, state: str) -> StatusEvent:
         return StatusEvent(
@@ -185,6 +192,8 @@ class Agent:
         metrics, status = self.metrics(), self.status(state)
         self.publisher.publish_metrics(metrics)
         self._write_status_file(status, metrics)
+        if self.dashboard is not None:
+            self.dashboard.reported(status, metrics, self.live.gallery)
 
     def _report_engine_build(self, builds: list[EngineBuild]) -> None:
         """From the build watch thread: the main loop is blocked, so refresh the status file."""
@@ -248,6 +257,8 @@ class Agent:
     def run(self, duration_s: float | None = None) -> int:
         self._install_signals()
         self.publisher.start()
+        if self.dashboard is not None:
+            self.dashboard.start()
         for source in self.sources:
             source.start()
         names = ", ".join(f"{s.id} ({s.kind})" for s in self.sources)
@@ -334,6 +345,8 @@ class Agent:
         self._drain()
         self._report("stopped")
         self.publisher.stop(self.status("stopped"))
+        if self.dashboard is not None:
+            self.dashboard.close()
         self.live.close()
         self._build_watch.stop()
         log.info("agent stopped")

@@ -9,6 +9,7 @@ the wheel's own dependency list except for the swaps asked for here:
                                   GStreamer, for CSI cameras) is used, with numpy kept below 2
                                   because that OpenCV was built against numpy 1.x
   --constraints FILE              pin each requirement to FILE's `name==version` (requirements.lock)
+  --extra NAME                    add the wheel's requirements of extra NAME (repeatable)
 
 Usage: python3 docker/requirements.py dist/edge_embedding_agent-0.1.0-py3-none-any.whl [...]
 """
@@ -28,12 +29,23 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def wheel_requirements(wheel: str) -> list[str]:
-    """Requires-Dist lines of the wheel that are not behind an extra."""
+EXTRA = re.compile(r"""^\s*extra\s*==\s*["']([^"']+)["']\s*$""")
+
+
+def wheel_requirements(wheel: str, extras: tuple[str, ...] = ()) -> list[str]:
+    """Requires-Dist lines of the wheel that are not behind an extra, and those of `extras`
+    (without their extra marker)."""
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         message = Parser().parsestr(zf.read(meta).decode())
-    return [r for r in message.get_all("Requires-Dist") or [] if "extra ==" not in r]
+    out = []
+    for req in message.get_all("Requires-Dist") or []:
+        spec, _, marker = req.partition(";")
+        if "extra ==" not in marker:
+            out.append(req)
+        elif (match := EXTRA.match(marker)) and match.group(1) in extras:
+            out.append(spec.strip())
+    return out
 
 
 def read_pins(path: str) -> dict[str, str]:
@@ -80,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnxruntime", default="onnxruntime")
     parser.add_argument("--system-opencv", action="store_true")
     parser.add_argument("--constraints")
+    parser.add_argument("--extra", action="append", default=[])
     args = parser.parse_args(argv)
     pins = read_pins(args.constraints) if args.constraints else None
-    reqs = adapt(wheel_requirements(args.wheel), args.onnxruntime, args.system_opencv, pins)
+    reqs = adapt(wheel_requirements(args.wheel, tuple(args.extra)), args.onnxruntime,
+                 args.system_opencv, pins)  # fmt: skip
     sys.stdout.write("\n".join(reqs) + "\n")
     return 0
 

@@ -50,6 +50,9 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+PROMETHEUS = PYPROJECT["project"]["optional-dependencies"]["prometheus"]
+
+
 def docker_requirements(wheel: Path, *args: str) -> list[str]:
     out = subprocess.run(
         [sys.executable, str(REPO / "docker" / "requirements.py"), str(wheel), *args],
@@ -87,14 +90,17 @@ def test_dockerfile_builds_this_version_of_the_wheel(dockerfile, wheel):
 
 def test_x86_image_installs_exactly_the_locked_dependencies(wheel):
     text = (REPO / "Dockerfile").read_text()
-    assert "--constraints requirements.lock" in text
+    assert "--constraints requirements.lock --extra prometheus" in text
     assert '"onnxruntime-gpu[cuda,cudnn]"' in text
     declared = {name_of(r): r for r in PYPROJECT["project"]["dependencies"]}
+    declared |= {name_of(r): r for r in PROMETHEUS}
     pins = lock_pins()
     for variant, ort_name in (("cpu", "onnxruntime"), ("cuda", "onnxruntime-gpu[cuda,cudnn]")):
-        reqs = docker_requirements(wheel, "--onnxruntime", ort_name,
-                                   "--constraints", str(REPO / "requirements.lock"))  # fmt: skip
+        lock = str(REPO / "requirements.lock")
+        reqs = docker_requirements(wheel, "--onnxruntime", ort_name, "--constraints", lock,
+                                   "--extra", "prometheus")  # fmt: skip
         got = {name_of(r): r for r in reqs}
+        assert all("extra" not in r for r in got.values())  # the extra's marker is gone
         expected = set(declared)
         if variant == "cuda":
             expected = expected - {"onnxruntime"} | {"onnxruntime-gpu"}
@@ -109,11 +115,13 @@ def test_x86_image_installs_exactly_the_locked_dependencies(wheel):
 
 def test_jetson_image_swaps_only_onnxruntime_and_opencv(wheel):
     text = (REPO / "Dockerfile.jetson").read_text()
-    assert "--onnxruntime onnxruntime-gpu --system-opencv" in text
+    assert "--onnxruntime onnxruntime-gpu --system-opencv --extra prometheus" in text
     assert "--system-site-packages" in text  # sees NVIDIA's GStreamer OpenCV
     reqs = {name_of(r): r for r in docker_requirements(
-        wheel, "--onnxruntime", "onnxruntime-gpu", "--system-opencv")}  # fmt: skip
+        wheel, "--onnxruntime", "onnxruntime-gpu", "--system-opencv", "--extra", "prometheus"
+    )}  # fmt: skip
     declared = {name_of(r): r for r in PYPROJECT["project"]["dependencies"]}
+    declared |= {name_of(r): r for r in PROMETHEUS}
     assert set(reqs) == set(declared) - {"onnxruntime", "opencv-python-headless"} | {
         "onnxruntime-gpu"
     }
@@ -129,8 +137,9 @@ def test_the_x86_install_recipe_gives_a_working_consistent_venv(wheel, tmp_path)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     reqs = tmp_path / "requirements.txt"
-    reqs.write_text("\n".join(docker_requirements(
-        wheel, "--constraints", str(REPO / "requirements.lock"))) + "\n")  # fmt: skip
+    lines = docker_requirements(wheel, "--constraints", str(REPO / "requirements.lock"),
+                                "--extra", "prometheus")  # fmt: skip
+    reqs.write_text("\n".join(lines) + "\n")
     subprocess.run([*pip, "install", "-r", str(reqs)], check=True, timeout=600)
     subprocess.run([*pip, "install", "--no-deps", str(wheel)], check=True, timeout=120)
     check = subprocess.run([*pip, "check"], capture_output=True, text=True)

@@ -327,7 +327,7 @@ class Pipeline:
         self.emit(event)
         if self.emit_decision is not None:
             snapshot = None
-            if self.cfg.mqtt.snapshots:
+            if self.cfg.mqtt.snapshots or self.cfg.http.enabled:
                 ok, data = cv2.imencode(".jpg", crop.pixels, [cv2.IMWRITE_JPEG_QUALITY, 85])
                 snapshot = data.tobytes() if ok else None
             self.emit_decision(event, snapshot)
