@@ -2,11 +2,14 @@
 
 Python API::
 
-    from agent import load_config, ImageExtractor
+    from agent import load_config, ImageExtractor, open_gallery
     cfg = load_config()                      # agent.toml / AGENT_* / defaults
     with ImageExtractor.from_config(cfg) as ex:
-        result = ex.extract(["a.jpg", "b.png"])
+        result = ex.extract(["a.jpg", "b.png"])   # or: await ex.aextract([...])
         result.embeddings, result.ok, result.errors
+    with open_gallery("my_gallery", cfg) as gallery:
+        gallery.enroll("photos/")            # photos/<identity>/<image>
+        gallery.search(["query.jpg"])[0].identities
 
 Names are imported on first use (PEP 562), so `import agent` (and every CLI command that does
 not need them) loads neither onnxruntime nor OpenCV.
@@ -48,6 +51,8 @@ _EXPORTS = {
     "Preprocessor": "agent.runtime.preprocess",
     "ModelRegistry": "agent.runtime.registry",
     "ResolvedModel": "agent.runtime.registry",
+    "GalleryClient": "agent.api",
+    "open_gallery": "agent.api",
 }
 
 __all__ = [
@@ -56,6 +61,7 @@ __all__ = [
     "ArrayImage",
     "ConfigError",
     "ExtractResult",
+    "GalleryClient",
     "ImageExtractor",
     "InputError",
     "ItemError",
@@ -69,6 +75,7 @@ __all__ = [
     "from_bytes",
     "load_config",
     "load_manifest",
+    "open_gallery",
     "to_bytes",
 ]
 
@@ -86,6 +93,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from agent.api import GalleryClient, open_gallery
     from agent.config import AgentConfig, load_config
     from agent.errors import AgentError, ConfigError, InputError, ModelError
     from agent.gallery.space import PCAProjection

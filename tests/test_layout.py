@@ -21,7 +21,7 @@ LAYERS = [
     {"agent.stream"},
     {"agent.publish"},
     {"agent.ops"},
-    {"agent.service", "agent.commands", "agent.cli", "agent.__main__"},
+    {"agent.service", "agent.commands", "agent.cli", "agent.__main__", "agent.api"},
 ]
 STORAGE = {"agent.gallery.store", "agent.gallery.space", "agent.gallery.scoring",
            "agent.gallery.gallery", "agent.gallery.transfer"}  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -120,6 +122,7 @@ class ImageExtractor(_OnnxModel):
         if graph_input is None:
             raise ModelError(f"{model.label}: graph has no input {self.spec.name!r}")
         fixed_batch = graph_input.shape[0]
+        self._async_lock = threading.Lock()
         self.max_batch = cfg.max_batch
         if isinstance(fixed_batch, int) and fixed_batch > 0:
             self.max_batch = min(self.max_batch, fixed_batch)
@@ -205,6 +208,16 @@ class ImageExtractor(_OnnxModel):
         if not good:
             return np.zeros((0, *self.preprocessor.shape), dtype=np.float32), errors
         return np.stack(good), errors
+
+    async def aextract(self, items: Sequence[ImageLike], flip: bool = False) -> ExtractResult:
+        """`extract` in a worker thread, so an asyncio event loop keeps running meanwhile;
+        concurrent calls run one after the other."""
+
+        def serial() -> ExtractResult:
+            with self._async_lock:
+                return self.extract(items, flip)
+
+        return await asyncio.to_thread(serial)
 
     def extract(
         self,
