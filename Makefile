@@ -29,7 +29,7 @@ demo: $(VENV)/.runtime
 	@head -n 3 $(STATE)/demo_events.jsonl
 	$(BIN)/python tools/score_events.py $(STATE)/demo_events.jsonl examples/camera_gt.csv
 	@echo "--- agent status: the last report of the run that just ended (exit 3: not running) ---"
-	-XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent -c examples/demo.toml status
+	XDG_DATA_HOME=$(CURDIR)/$(STATE) $(BIN)/agent -c examples/demo.toml status || [ $$? -eq 3 ]
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check agent tests tools

@@ -620,8 +620,30 @@ def _format_error(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(root)"
-        parts.append(f"{key}: {e['msg']}")
+        hint = _did_you_mean(e["loc"]) if e["type"] == "extra_forbidden" else ""
+        parts.append(f"{key}: {e['msg']}{hint}")
     return f"invalid config ({origin}): " + "; ".join(parts)
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """For an unknown key: the nearest known key of its section, if one is close."""
+    import difflib
+
+    model: type[BaseModel] = AgentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            if isinstance(part, int):
+                continue  # a list index ([[sources]])
+            return ""
+        annotation = field.annotation
+        inner = [a for a in getattr(annotation, "__args__", (annotation,))
+                 if isinstance(a, type) and issubclass(a, BaseModel)]  # fmt: skip
+        if not inner:
+            return ""
+        model = inner[0]
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -671,11 +693,19 @@ def source_from_spec(spec: str, n: int, require_id: bool = False) -> SourceConfi
     return SourceConfig(id=source_id, uri=uri)
 
 
-def parse_broker(text: str) -> tuple[str, int | None]:
-    """`HOST` or `HOST:PORT`, as `--broker` takes it."""
+def parse_broker(text: str) -> tuple[str, int | None, bool | None]:
+    """`HOST`, `HOST:PORT`, `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]` (TLS, port 8883 by
+    default), as `--broker` takes it: host, port (None: the config's) and TLS (None: the
+    config's)."""
+    tls: bool | None = None
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme not in ("mqtt", "mqtts"):
+            raise ConfigError(f"--broker {text!r}: the scheme must be mqtt:// or mqtts://")
+        tls, text = scheme == "mqtts", rest.rstrip("/")
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     if not host:
         raise ConfigError(f"--broker {text!r}: expected HOST or HOST:PORT")
     if port and not port.isdigit():
         raise ConfigError(f"--broker {text!r}: port must be a number ({port!r} is not a number)")
-    return host, int(port) if port else None
+    return host, int(port) if port else (8883 if tls else None), tls

@@ -40,13 +40,28 @@ app.add_typer(gallery_cmd.app, name="gallery")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(service_cmd.app, name="service")
 app.add_typer(outbox_cmd.app, name="outbox")
-app.command("run")(run_cmd.run_command)
-app.command("status")(status_cmd.status_command)
-app.command("doctor")(doctor_cmd.doctor_command)
-app.command("embed")(embed_cmd.embed)
-app.command("enroll")(enroll_cmd.enroll_command)
-app.command("search")(search_cmd.search_command)
-app.command("eval")(eval_cmd.eval_command)
+EXAMPLES = {  # shown at the end of each command's --help
+    "run": "agent run -s door=rtsp://user@10.0.0.5/stream -g gallery/ --broker mqtt.local",
+    "status": "agent status --json",
+    "doctor": "agent -c /etc/agent/agent.toml doctor",
+    "embed": "agent embed photos/ --out vectors.npy",
+    "enroll": "agent enroll examples/gallery -g my_gallery   (re-run: only changes)",
+    "search": "agent search query.jpg -g my_gallery -k 3",
+    "eval": "agent eval gallery_dir/ queries_dir/ --open-set",
+}
+
+
+def _command(name: str, fn) -> None:
+    app.command(name, epilog=f"Example: {EXAMPLES[name]}")(fn)
+
+
+_command("run", run_cmd.run_command)
+_command("status", status_cmd.status_command)
+_command("doctor", doctor_cmd.doctor_command)
+_command("embed", embed_cmd.embed)
+_command("enroll", enroll_cmd.enroll_command)
+_command("search", search_cmd.search_command)
+_command("eval", eval_cmd.eval_command)
 
 
 def _print_version(value: bool) -> None:

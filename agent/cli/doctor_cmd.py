@@ -12,6 +12,7 @@ from agent.errors import ConfigError
 
 def doctor_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Check config, model and providers, gallery, sources and broker; exit 1 if any fails."""
+    from rich.markup import escape
     from rich.table import Table
 
     from agent.config import load_config
@@ -32,7 +33,7 @@ def doctor_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
             table.add_column(col)
         style = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
         for c in checks:
-            table.add_row(c.name, style[c.level], c.detail, c.fix)
+            table.add_row(c.name, style[c.level], escape(c.detail), escape(c.fix))
         console.print(table)
     if any(c.level == "fail" for c in checks):
         raise typer.Exit(1)

@@ -37,9 +37,11 @@ def apply_overrides(
         if loop is not None:
             source.loop = loop
     if broker:
-        cfg.mqtt.host, port = parse_broker(broker)
+        cfg.mqtt.host, port, tls = parse_broker(broker)
         if port is not None:
             cfg.mqtt.port = port
+        if tls is not None:
+            cfg.mqtt.tls = tls
     if gallery is not None:
         cfg.gallery.path = gallery
 
@@ -58,7 +60,10 @@ def run_command(
         None, "--loop/--no-loop", help="Files: start again at the end."
     ),
     broker: str | None = typer.Option(
-        None, "--broker", help="MQTT HOST[:PORT] (overrides [mqtt])."
+        None,
+        "--broker",
+        help="MQTT HOST[:PORT], mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS); overrides "
+        "[mqtt].",
     ),
     gallery: Path | None = GalleryOption,
     print_events: bool = typer.Option(

@@ -29,8 +29,13 @@ def _report(installer: Installer) -> None:
 def _broker_table(text: str) -> dict:
     from agent.config import parse_broker
 
-    host, port = parse_broker(text)
-    return {"host": host} if port is None else {"host": host, "port": port}
+    host, port, tls = parse_broker(text)
+    table: dict = {"host": host}
+    if port is not None:
+        table["port"] = port
+    if tls is not None:
+        table["tls"] = tls
+    return table
 
 
 @app.command("install")
@@ -38,7 +43,9 @@ def install(
     source: list[str] = typer.Option(
         [], "--source", "-s", help="Camera or file as ID=URI (repeatable); written to the config."
     ),
-    broker: str = typer.Option("", "--broker", help="MQTT broker HOST[:PORT]."),
+    broker: str = typer.Option(
+        "", "--broker", help="MQTT broker HOST[:PORT], mqtt://... or mqtts://... (TLS)."
+    ),
     device_id: str = typer.Option("", "--device-id", help="Device id (default: hostname)."),
     mqtt_password_file: Path | None = typer.Option(
         None, "--mqtt-password-file", help="Broker password, stored as a systemd credential."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import typer
@@ -47,6 +48,10 @@ def status_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         print_json(record)
     else:
         _print(record)
+    if record["status"]["state"] == "stopped":  # a clean stop is news, not an error
+        print(f"agent stopped (last report {age:.0f} s ago); exit 3: not running",
+              file=sys.stderr)  # fmt: skip
+        raise typer.Exit(NotRunning.exit_code)
     if not alive:
         raise NotRunning(f"agent not running (pid {record['pid']}, last report {age:.0f} s ago)")
     if stale:

@@ -92,6 +92,8 @@ class MqttPublisher(Publisher):
         self._connected = threading.Event()
         self._status = initial_status
         self.connects = 0
+        self._unreachable = False  # warned about the broker since the last connection
+        self._stopping = False
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=64)
 
         client = mqtt_client(cfg, m.client_id or f"agent-{cfg.device_id}")
@@ -100,6 +102,7 @@ class MqttPublisher(Publisher):
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         self.client = client
@@ -136,6 +139,7 @@ class MqttPublisher(Publisher):
             self.configured_max_packet, broker_limit or self.configured_max_packet
         )
         self._connected.set()
+        self._unreachable = False
         log.info("MQTT connected (%s)", "first" if self.connects == 1 else "reconnect")
         status = self._status.model_copy(update={"state": "online", "ts": time.time()})
         self._publish_state(status)
@@ -145,8 +149,17 @@ class MqttPublisher(Publisher):
             client.subscribe(f"{self.prefix}/cmd/+", qos=1)
         self._wake.set()
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        """A connection attempt failed (refused, unreachable, DNS, TLS): say so at once, then
+        keep retrying quietly; events wait in the outbox meanwhile."""
+        self.metrics.error("connect_failed")
+        if not self._unreachable:
+            self._unreachable = True
+            log.warning("cannot reach the MQTT broker %s:%d; retrying (events wait in the "
+                        "outbox)", self.host, self.port)  # fmt: skip
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected (%s); retrying", reason_code)
             self.metrics.error("disconnects")
         self._connected.clear()
@@ -233,6 +246,7 @@ class MqttPublisher(Publisher):
             self.client.publish(f"{self.prefix}/track", event.to_json(), qos=0)
 
     def _close(self, final: StatusEvent | None) -> None:
+        self._stopping = True
         if final is not None and self.connected:
             info = self._publish_state(final)
             with contextlib.suppress(RuntimeError, ValueError):

@@ -1,0 +1,70 @@
+"""Rough edges a new user hit from a fresh clone (issue 15), each pinned by a test."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.cli import global_flags_first
+from agent.config import parse_broker
+from agent.errors import ConfigError
+from tests.agent_support import EXAMPLES
+from tests.mqtt_support import free_port
+from tests.test_cli import one_error_line, run
+
+
+def test_config_names_survive_in_errors_and_doctor(tmp_path):
+    empty = tmp_path / "agent.toml"
+    empty.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    line = one_error_line(run("-c", str(empty), "run"))
+    assert "[[sources]]" in line
+    doctor = run("-c", str(empty), "doctor")
+    assert "[[sources]]" in doctor.stdout
+
+
+def test_logging_flags_go_anywhere(tmp_path):
+    assert global_flags_first(["enroll", "DIR", "-q", "-g", "x"]) == ["-q", "enroll", "DIR",
+                                                                      "-g", "x"]  # fmt: skip
+    assert global_flags_first(["search", "--", "-q"]) == ["search", "--", "-q"]  # a file "-q"
+    out = run("enroll", str(EXAMPLES / "gallery"), "-g", str(tmp_path / "g"), "-q")
+    assert out.returncode == 0, out.stderr
+    assert "INFO" not in out.stderr
+
+
+def test_every_main_command_has_an_example_in_its_help():
+    for command in ("run", "status", "doctor", "embed", "enroll", "search", "eval"):
+        out = run(command, "--help")
+        assert "Example: agent " in out.stdout, command
+
+
+def test_a_config_typo_gets_a_suggestion(tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text('[detect]\nmdoe = "person"\n[[sources]]\nid = "a"\nuri = "x.mp4"\n'
+                      "realtme = true\n")  # fmt: skip
+    line = one_error_line(run("-c", str(config), "config", "show"))
+    assert "detect.mdoe" in line and "did you mean 'mode'?" in line
+    assert "did you mean 'realtime'?" in line
+
+
+def test_broker_urls():
+    assert parse_broker("mqtt.local") == ("mqtt.local", None, None)
+    assert parse_broker("mqtt.local:1884") == ("mqtt.local", 1884, None)
+    assert parse_broker("mqtt://mqtt.local") == ("mqtt.local", None, False)
+    assert parse_broker("mqtts://mqtt.local") == ("mqtt.local", 8883, True)
+    assert parse_broker("mqtts://mqtt.local:9883/") == ("mqtt.local", 9883, True)
+    with pytest.raises(ConfigError, match="mqtt:// or mqtts://"):
+        parse_broker("http://mqtt.local")
+
+
+def test_an_unreachable_broker_is_reported_within_seconds(gallery, tmp_path):
+    port = free_port()  # nothing listens there
+    out = run("--verbose", "run", "-g", str(gallery), "-s", f"cam={EXAMPLES / 'camera.mp4'}",
+              "--broker", f"mqtt://127.0.0.1:{port}", "--duration", "4",
+              env={"XDG_DATA_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                   **_models_env()})  # fmt: skip
+    assert f"cannot reach the MQTT broker 127.0.0.1:{port}" in out.stderr, out.stderr[-2000:]
+
+
+def _models_env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k.startswith("AGENT_")}
