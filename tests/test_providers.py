@@ -112,7 +112,9 @@ def test_models_bench_reports_nodes_and_the_fallback(shared_models):
         assert set(nodes) == {"cpu"}
         table = run("models", "bench", "mobilenetv2", "--variant", "int8", "--batch", "1",
                     "--seconds", "0.3")  # fmt: skip
-        assert "tensorrt was asked for; ran" in " ".join(table.stdout.split())
+        said = " ".join(table.stdout.split())
+        assert "int8: 67 nodes on cpu (tensorrt is not in this onnxruntime build)" in said
+        assert "warning" not in said  # a CPU-only build is not a fault
 
 
 def test_engine_build_watch_keeps_systemd_informed(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import sys
 from agent import __version__
 from agent.errors import AgentError
 
-
 GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "-qq", "--quiet"}
 
 

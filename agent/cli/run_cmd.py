@@ -62,8 +62,7 @@ def run_command(
     broker: str | None = typer.Option(
         None,
         "--broker",
-        help="MQTT HOST[:PORT], mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS); overrides "
-        "[mqtt].",
+        help="MQTT HOST[:PORT], mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS); overrides [mqtt].",
     ),
     gallery: Path | None = GalleryOption,
     print_events: bool = typer.Option(

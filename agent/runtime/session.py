@@ -266,7 +266,11 @@ def plan_providers(
     chosen = [p for p in requested if ORT_PROVIDER[p] in available]
     skipped = [p for p in requested if ORT_PROVIDER[p] not in available]
     if skipped and requested[0] in skipped:
-        log.info(
+        # A CPU-only build on a box without a GPU is the normal case there: said once, quietly.
+        level = logging.INFO if GPU_PROVIDERS & {SHORT_NAME.get(a, a) for a in available} else (
+            logging.DEBUG)  # fmt: skip
+        log.log(
+            level,
             "execution providers %s are not in this onnxruntime build (%s); using %s",
             ",".join(skipped),
             ",".join(SHORT_NAME.get(a, a) for a in available),
