@@ -30,6 +30,9 @@ __version__ = "0.1.0"
 MAX_IMAGE_PIXELS = 40_000_000
 if not os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip().isdigit():
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)
+# OpenCV's own `[ WARN:0@...]` lines (a camera that does not open, a stream that drops) would
+# go raw to stderr between the agent's log lines; the agent logs those failures itself.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 _EXPORTS = {
     "AgentConfig": "agent.config",

@@ -68,3 +68,12 @@ def _models_env() -> dict:
     import os
 
     return {k: v for k, v in os.environ.items() if k.startswith("AGENT_")}
+
+
+def test_opencv_does_not_write_raw_warnings_around_the_log(gallery, tmp_path):
+    port = free_port()  # no RTSP server there: OpenCV's FFmpeg backend would warn
+    out = run("run", "-g", str(gallery), "-s", f"cam=rtsp://127.0.0.1:{port}/none",
+              "--duration", "3", env={"XDG_DATA_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                      **_models_env()})  # fmt: skip
+    assert "cannot open stream source" in out.stderr  # the agent's own line
+    assert "[ WARN:" not in out.stderr and "global cap" not in out.stderr

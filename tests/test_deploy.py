@@ -96,6 +96,7 @@ def test_service_install_writes_unit_config_and_env_under_a_root(tmp_path, examp
     assert "journalctl -u agent.service -f" in out.stdout
     unit = root / "etc/systemd/system/agent.service"
     config = root / "etc/agent/agent.toml"
+    assert f"-c {config} status" in " ".join(out.stdout.split())  # the file it wrote
     env = root / "etc/agent/agent.env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert stat.S_IMODE(config.stat().st_mode) == 0o640

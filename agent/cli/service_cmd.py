@@ -78,7 +78,7 @@ def install(
         start=not no_start,
     )
     _report(installer)
-    config = config_dir / "agent.toml"
+    config = root.absolute() / config_dir.relative_to("/") / "agent.toml"  # where it was written
     if not_started and not no_start:
         console.print(f"not started: {not_started}. Then: sudo systemctl start {UNIT}",
                       markup=False, soft_wrap=True)  # fmt: skip
