@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from agent.gallery.gallery import Gallery
 
@@ -69,6 +70,10 @@ def test_dry_run_prune_and_replace(tmp_path, tiny_model):
     write_image(images / "alice" / "7.png", photo_like(77))
     dry = enroll(str(images), "-g", g, "-m", "tiny", "--dry-run", "--prune")
     assert (dry["added"], dry["removed"], dry["gallery_version"]) == (1, 1, base["gallery_version"])
+    changes = {(action, identity, Path(path).name) for action, identity, path in dry["changes"]}
+    assert changes == {("add", "alice", "7.png"), ("remove", "alice", "2.png")}
+    shown = run("enroll", str(images), "-g", g, "-m", "tiny", "--dry-run", "--prune").stdout
+    assert "would add: alice" in shown and "7.png" in shown and "would remove: alice" in shown
     pruned = enroll(str(images), "-g", g, "-m", "tiny", "--prune")
     assert (pruned["added"], pruned["removed"], pruned["gallery_vectors"]) == (1, 1, 9)
     # --replace: an identity keeps exactly what its folder holds now, even from elsewhere.

@@ -73,6 +73,7 @@ def enroll_command(
         if target is None:  # dry run against a gallery that does not exist yet
             report = EnrollReport(str(path), embedder.model.label, True)
             report.scanned = report.added = len(candidates)
+            report.changes = [("add", c.identity, str(c.path.resolve())) for c in candidates]
         else:
             with progress_bars() as start:
                 advance = start("enrolling", len(candidates))
@@ -115,6 +116,9 @@ def _show(report: EnrollReport, as_json: bool) -> None:
     ):
         table.add_row(label, str(value))
     console.print(table)
+    for action, identity, path in report.changes:  # a dry run: each file it would change
+        console.print(f"would {action}: {identity}  {path}", markup=False, highlight=False,
+                      soft_wrap=True)  # fmt: skip
     if report.problems:
         problems = Table(title="problems (skipped or worth a look)")
         problems.add_column("kind")

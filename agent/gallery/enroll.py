@@ -63,6 +63,8 @@ class EnrollReport:
     seconds: float = 0.0
     provider: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    changes: list[tuple[str, str, str]] = field(default_factory=list)  # dry run: (action,
+    # identity, file) for each file that would be added, updated or removed
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -250,6 +252,8 @@ def enroll(
         if dry_run:
             report.added += sum(1 for p in todo if p.old_key is None)
             report.updated += sum(1 for p in todo if p.old_key is not None)
+            report.changes += [("update" if p.old_key is not None else "add", p.identity,
+                                p.source) for p in todo]  # fmt: skip
             if progress is not None and todo:
                 progress(len(todo))
         elif todo:
@@ -274,6 +278,9 @@ def enroll(
         ]
     stale = sorted(set(stale))
     report.removed = len(stale)
+    if dry_run:
+        by_key = {e.key: e for e in by_source.values()}
+        report.changes += [("remove", by_key[k].identity, by_key[k].source) for k in stale]
     if stale and not dry_run:
         gallery.apply(remove=stale)
     if not dry_run:
