@@ -77,3 +77,19 @@ def test_opencv_does_not_write_raw_warnings_around_the_log(gallery, tmp_path):
                                       **_models_env()})  # fmt: skip
     assert "cannot open stream source" in out.stderr  # the agent's own line
     assert "[ WARN:" not in out.stderr and "global cap" not in out.stderr
+
+
+def test_embed_prints_vectors_on_request_and_says_when_it_keeps_none():
+    import json
+
+    import numpy as np
+
+    folder = EXAMPLES / "gallery" / "Oatly-Oat-Milk"
+    out = run("embed", str(folder), "--json", "--vectors")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    vectors = np.array([e["vector"] for e in report["embeddings"]])
+    assert vectors.shape == (5, report["dim"]) and np.allclose(np.linalg.norm(vectors, axis=1), 1,
+                                                               atol=1e-4)  # fmt: skip
+    plain = run("embed", str(folder))
+    assert "embeddings not kept" in " ".join(plain.stdout.split())

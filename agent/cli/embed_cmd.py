@@ -21,9 +21,13 @@ def embed(
     ),
     dtype: str = typer.Option("float32", help="float32 or float16 for the output file."),
     flip: bool = typer.Option(False, help="Average with the mirrored image."),
+    vectors: bool = typer.Option(
+        False, "--vectors", help="With --json: put each embedding in the JSON (per image)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Extract embeddings of images; corrupt files are reported and skipped."""
+    """Extract embeddings of images; corrupt files are reported and skipped. Without --out
+    (or --json --vectors) only a summary is shown."""
     import numpy as np
     from rich.table import Table
 
@@ -66,8 +70,13 @@ def embed(
                 "errors": errors,
                 "out": str(out) if out else None,
                 "stats": stats,
+                **(
+                    {"embeddings": [{"path": p, "vector": [round(float(x), 6) for x in v]}
+                                    for p, v in zip(ok_paths, result.valid, strict=True)]}
+                    if vectors else {}
+                ),
             }
-        )
+        )  # fmt: skip
     else:
         table = Table(title=f"{label} on {provider}")
         for col in (
@@ -95,5 +104,8 @@ def embed(
             console.print(f"[yellow]skipped[/] {e['error']}", highlight=False)
         if out is not None:
             console.print(f"wrote {len(ok_paths)} embeddings to {out}")
+        else:
+            console.print("embeddings not kept: --out FILE.npz|.emb writes them, "
+                          "--json --vectors prints them", markup=False)  # fmt: skip
     if not ok_paths:
         raise InputError("no image could be embedded")
