@@ -93,3 +93,34 @@ def test_embed_prints_vectors_on_request_and_says_when_it_keeps_none():
                                                                atol=1e-4)  # fmt: skip
     plain = run("embed", str(folder))
     assert "embeddings not kept" in " ".join(plain.stdout.split())
+
+
+def test_run_on_a_terminal_prints_readable_decisions_and_summaries(gallery, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "-g", str(gallery), "--fast",
+         "-s", f"cam={EXAMPLES / 'camera.mp4'}"],
+        stdout=slave, stderr=subprocess.DEVNULL,
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path)},
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the agent closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert agent.wait(120) == 0
+    lines = b"".join(chunks).decode().splitlines()
+    decisions = [ln for ln in lines if " cam  " in ln]
+    assert decisions and not any(ln.lstrip().startswith("{") for ln in lines)  # no JSON
+    assert all("margin" in ln and "frame" in ln for ln in decisions)
+    assert any(ln.startswith("-- cam ") and "fps" in ln for ln in lines)  # a summary
