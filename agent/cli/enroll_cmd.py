@@ -43,7 +43,9 @@ def enroll_command(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Enroll images; re-runs add only new or changed files (by content hash)."""
+    """Enroll images; re-runs add only new or changed files (by content hash). With a text model
+    (--model minilm_l6, or a gallery built with one): captions, DIR/<identity>/*.txt, one per
+    line."""
     from agent.cli.progress import progress_bars
     from agent.gallery.enroll import EnrollReport, enroll, scan
     from agent.gallery.gallery import Gallery
@@ -54,6 +56,9 @@ def enroll_command(
         raise InputError(f"--id-from must be folder or filename, not {id_from!r}")
     cfg = state(ctx).config
     path = resolve_gallery_path(cfg, gallery)
+    if _text_model(cfg, path, model):
+        _show(_enroll_captions(cfg, path, directory, model, variant, dry_run, plain), as_json)
+        return
     candidates, problems = scan(directory, id_from, recursive)  # type: ignore[arg-type]
     settings = GallerySettings.from_config(cfg.gallery, plain=plain)
     with ExitStack() as stack:
@@ -91,6 +96,63 @@ def enroll_command(
     _show(report, as_json)
     if report.scanned and report.failed == report.scanned:
         raise InputError("no image could be enrolled")
+
+
+def _text_model(cfg, path: Path, model: str | None) -> bool:
+    """Whether this enrollment embeds text: the named model's (else the gallery's) modality."""
+    from agent.gallery.gallery import Gallery
+    from agent.runtime.registry import ModelRegistry
+
+    if model is None and Gallery.exists(path):
+        with Gallery.open(path) as existing:
+            model = existing.model.name
+    if model is None:
+        return False
+    return ModelRegistry.from_config(cfg).get(model).modality == "text"
+
+
+def _enroll_captions(
+    cfg,
+    path: Path,
+    directory: Path,
+    model: str | None,
+    variant: str | None,
+    dry_run: bool,
+    plain: bool,
+) -> EnrollReport:
+    """Captions (DIR/<identity>/*.txt, a caption per line) with a text model."""
+    from dataclasses import replace
+
+    from agent.gallery.captions import enroll_captions, scan_captions
+    from agent.gallery.enroll import EnrollReport
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.models import gallery_model
+    from agent.gallery.store import GallerySettings
+    from agent.runtime.extract import TextExtractor
+
+    captions, problems = scan_captions(directory)
+    with ExitStack() as stack:
+        existing = None
+        if Gallery.exists(path):
+            existing = stack.enter_context(Gallery.open(path, writable=not dry_run))
+            if model is None:
+                model, variant = existing.model.name, variant or existing.model.variant
+        encoder = TextExtractor.from_config(cfg, model, variant)
+        if existing is not None:
+            existing.check_model(gallery_model(encoder.model))
+        target = existing
+        if target is None and not dry_run:  # no flip for text; the other settings as images
+            settings = replace(GallerySettings.from_config(cfg.gallery, plain=plain), flip=False)
+            target = stack.enter_context(Gallery.create(path, gallery_model(encoder.model),
+                                                        settings))  # fmt: skip
+        if target is None:
+            report = EnrollReport(str(path), encoder.model.label, True)
+            report.scanned = report.added = len(captions)
+            report.changes = [("add", c.identity, c.source) for c in captions]
+        else:
+            report = enroll_captions(target, encoder, captions, directory, dry_run)
+    report.problems = problems + report.problems
+    return report
 
 
 def _show(report: EnrollReport, as_json: bool) -> None:
