@@ -48,3 +48,31 @@ def test_a_text_model_on_a_folder_without_captions_leaves_nothing(tmp_path, shar
     line = one_error_line(run("enroll", str(EXAMPLES / "gallery"), "-g", str(gallery),
                               "--model", "minilm_l6"))  # fmt: skip
     assert "no captions" in line and not gallery.exists()
+
+
+def test_fusion_follows_each_modality_at_the_extremes_and_combines_between():
+    from agent.gallery.scoring import IdentityMatch, SearchResult, fuse
+
+    def result(**scores: float) -> SearchResult:
+        return SearchResult([], [IdentityMatch(k, v, v, v) for k, v in scores.items()])
+
+    image = result(a=0.9, b=0.85, c=0.2)
+    text = result(b=0.6, c=0.5, d=0.1)  # `a` not returned: it gets the text's lowest score
+    assert [m.identity for m in fuse(image, text, 1.0)][:3] == ["a", "b", "c"]
+    assert fuse(image, text, 0.0)[0].identity == "b"
+    assert fuse(image, text, 0.5)[0].identity == "b"  # close on the image, clear on the text
+    assert {m.identity for m in fuse(image, text, 0.5)} == {"a", "b", "c", "d"}
+
+
+def test_an_image_and_a_text_query_together(tmp_path, shared_models, gallery):
+    captions = tmp_path / "captions_gallery"
+    enroll(EXAMPLES / "captions", captions, "--model", "minilm_l6")
+    photo = EXAMPLES / "gallery" / "Valio-Vanilla-Yoghurt" / "Valio-Vanilla-Yoghurt_001.jpg"
+    out = run("search", str(photo), "--text", "a yoghurt", "--captions", str(captions),
+              "-g", str(gallery), "-k", "3", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (query,) = json.loads(out.stdout)["queries"]
+    ranked = [m["identity"] for m in query["identities"]]
+    assert ranked[0] == "Valio-Vanilla-Yoghurt" and ranked[1] == "Yoggi-Strawberry-Yoghurt"
+    both = one_error_line(run("search", str(photo), "--text", "x", "-g", str(gallery)))
+    assert "--captions" in both

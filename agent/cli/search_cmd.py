@@ -28,6 +28,15 @@ def search_command(
     variant: str | None = VariantOption,
     k: int = typer.Option(5, "-k", min=1, help="Results per query."),
     threshold: float | None = typer.Option(None, help="Drop results scoring below this."),
+    captions: Path | None = typer.Option(
+        None,
+        "--captions",
+        help="Caption gallery of the same identities: images and --text together are one "
+        "query each (one text for all images, or one per image), their scores fused.",
+    ),
+    image_weight: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="With --captions: weight of the image score in the fusion."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Identities (and images) nearest to each query, best first."""
@@ -38,9 +47,15 @@ def search_command(
     from agent.gallery.gallery import Gallery
     from agent.gallery.models import embedder_for
 
-    if bool(images) == bool(text):
-        raise InputError("give query images or --text, not both or neither")
     cfg = state(ctx).config
+    if images and text and captions is not None:
+        _fused(cfg, resolve_gallery_path(cfg, gallery), captions, images, text, k, image_weight,
+               as_json)  # fmt: skip
+        return
+    if bool(images) == bool(text):
+        raise InputError(
+            "give query images or --text, not both or neither (both: with --captions GALLERY)"
+        )
     path = resolve_gallery_path(cfg, gallery)
     with Gallery.open(path) as g:
         if text:
@@ -63,6 +78,39 @@ def search_command(
         results = g.search(queries, k=k, threshold=threshold, candidates=cfg.gallery.candidates)
         label = g.model.label
     _show(labels, results, label, as_json)
+
+
+def _fused(
+    cfg,
+    path: Path,
+    captions: Path,
+    images: list[Path],
+    texts: list[str],
+    k: int,
+    image_weight: float,
+    as_json: bool,
+) -> None:
+    """Each image with its text (or the one text): image gallery and caption gallery searched,
+    identity scores fused (`agent.gallery.scoring.fuse`)."""
+    from agent.api import open_gallery
+    from agent.cli.inputs import collect_images
+    from agent.gallery.gallery import Gallery
+    from agent.gallery.scoring import SearchResult, fuse
+
+    files = collect_images(images)
+    if len(texts) not in (1, len(files)):
+        raise InputError(f"{len(files)} images and {len(texts)} texts: give one text, or one "
+                         "per image")  # fmt: skip
+    texts = texts * len(files) if len(texts) == 1 else texts
+    with open_gallery(path, cfg) as g:
+        n = max(k, len(g.identities()))
+        by_image = g.search(files, k=n)
+    with Gallery.open(captions) as c:
+        by_text = c.search(_encode_text(cfg, c, texts), k=n, candidates=max(100, 4 * n))
+    fused = [SearchResult([], fuse(a, b, image_weight)[:k])
+             for a, b in zip(by_image, by_text, strict=True)]  # fmt: skip
+    labels = [f"{f} + {t!r}" for f, t in zip(files, texts, strict=True)]
+    _show(labels, fused, f"fused image ({image_weight}) + captions", as_json)
 
 
 def _encode_text(cfg, g: Gallery, texts: list[str]) -> np.ndarray:

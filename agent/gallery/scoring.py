@@ -122,3 +122,22 @@ def blended_matrix(
     centroid = centroid_scores[:, np.maximum(owners, 0)]
     centroid = np.where(owners[None, :] >= 0, centroid, image_scores)
     return blend(image_scores, centroid, weight)
+
+
+def fuse(image: SearchResult, text: SearchResult, image_weight: float = 0.5) -> list[IdentityMatch]:
+    """Late fusion of one query's image and caption results: each modality's identity scores
+    standardised over the identities it returned (the two models' score scales differ), then
+    weighted; an identity one modality did not return gets that modality's lowest score."""
+    parts = []
+    for result in (image, text):
+        scores = {m.identity: m.score for m in result.identities}
+        values = np.array(list(scores.values()), float) if scores else np.zeros(1)
+        spread = float(values.std()) or 1.0
+        parts.append((scores, float(values.mean()), spread, float(values.min())))
+    names = sorted({n for scores, *_ in parts for n in scores})
+    fused = []
+    for name in names:
+        z = [(scores.get(name, low) - mean) / spread for scores, mean, spread, low in parts]
+        score = image_weight * z[0] + (1.0 - image_weight) * z[1]
+        fused.append(IdentityMatch(name, float(score), float("nan"), float("nan")))
+    return sorted(fused, key=lambda m: -m.score)
