@@ -124,3 +124,20 @@ def test_run_on_a_terminal_prints_readable_decisions_and_summaries(gallery, tmp_
     assert decisions and not any(ln.lstrip().startswith("{") for ln in lines)  # no JSON
     assert all("margin" in ln and "frame" in ln for ln in decisions)
     assert any(ln.startswith("-- cam ") and "fps" in ln for ln in lines)  # a summary
+
+
+def test_eval_report_is_a_self_contained_page_of_pictures(tmp_path):
+    import re
+
+    report = tmp_path / "eval.html"
+    out = run("eval", "-g", str(EXAMPLES / "gallery"), "-Q", str(EXAMPLES / "gallery"),
+              "--report", str(report), "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    page = report.read_text()
+    assert page.count("<svg") == 2 and "<script" not in page and "http" not in page.lower()
+    bars = re.findall(r'<rect [^>]*height="([0-9.]+)"', page)
+    assert sum(float(h) > 0 for h in bars) >= 2  # both histograms drawn
+    assert "match policy (score" in page and page.count("<polyline") == 1
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td>", page)
+    assert {name for name, _ in rows} == {p.name for p in (EXAMPLES / "gallery").iterdir()}
+    assert sum(int(n) for _, n in rows) == 40

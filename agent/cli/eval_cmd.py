@@ -35,6 +35,9 @@ def eval_command(
     leave_out: int = typer.Option(
         5, "--leave-out", help="--open-set: leave every Nth identity out."
     ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Also write the evaluation as pictures: FILE.html."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """recall@K, precision@K, mAP, score distributions and a suggested threshold."""
@@ -56,7 +59,8 @@ def eval_command(
         _show_open_set(report, as_json)
         return
     with progress_bars() as progress:
-        metrics = evaluate(cfg, gallery, queries, ks, model, variant, plain, per_query, progress)
+        metrics = evaluate(cfg, gallery, queries, ks, model, variant, plain, per_query, progress,
+                           report)  # fmt: skip
     if as_json:
         print_json(metrics)
         return

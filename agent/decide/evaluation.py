@@ -38,12 +38,14 @@ def evaluate(
     plain: bool = False,
     per_query: bool = False,
     progress: Progress = _no_progress,
+    report: Path | None = None,
 ) -> dict:
     """Retrieval metrics of labelled queries (DIR/<identity>/<image>) against a gallery, or
     against a folder of images enrolled into a temporary gallery with the configured settings.
 
     per_query: also each query's top identity and score, from `Gallery.search` (the ranking
     `agent run` publishes), with the gallery searched exactly.
+    report: write the evaluation as an HTML page there (`agent.decide.report`).
     """
     query_items, problems = scan(queries)
     for p in problems:
@@ -113,6 +115,12 @@ def evaluate(
         )
         results = g.search(vectors, k=5, candidates=cfg.gallery.candidates, exact=True)
         metrics["policy"] = policy_point(cfg, g, results, truth, [True] * len(truth))
+        if report is not None:
+            from agent.atomic import atomic_write_bytes
+            from agent.decide.report import query_scores, render
+
+            page = render(metrics, query_scores(scores, gallery_ids, truth))
+            atomic_write_bytes(report, page.encode())
         if per_query:
             metrics["per_query"] = [
                 {
