@@ -141,3 +141,39 @@ def test_eval_report_is_a_self_contained_page_of_pictures(tmp_path):
     rows = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td>", page)
     assert {name for name, _ in rows} == {p.name for p in (EXAMPLES / "gallery").iterdir()}
     assert sum(int(n) for _, n in rows) == 40
+
+
+def test_status_watch_keeps_reporting_until_interrupted(gallery, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.agent_support import AgentProcess, agent_config
+
+    config = agent_config(tmp_path / "state", gallery, metrics={"interval_s": 0.3})
+    agent = AgentProcess(tmp_path, config, "--realtime", "--loop",
+                         "-s", f"cam={EXAMPLES / 'camera.mp4'}")  # fmt: skip
+    agent.wait_status(lambda r: r["metrics"] is not None)
+    watch = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(agent.config_path),
+                              "status", "--watch", "0.3", "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(2.5)
+    watch.send_signal(signal.SIGINT)
+    out, _ = watch.communicate(timeout=20)
+    agent.stop()
+    reports = [ln for ln in out.splitlines() if ln.startswith('  "running": true')]
+    assert watch.returncode == 0 and len(reports) >= 3, out[-500:]
+
+
+def test_search_on_a_folder_is_one_table_with_readable_paths(gallery):
+    import os
+
+    out = run("search", str(EXAMPLES / "gallery" / "Oatly-Oat-Milk"), "-g", str(gallery),
+              env={**os.environ, "COLUMNS": "160"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("5 queries under") == 1 and out.stdout.count("int8)") == 1
+    rows = [ln for ln in out.stdout.splitlines() if ".jpg" in ln]
+    names = [r.split("│")[1].strip() for r in rows]
+    assert len(rows) == 5 and all(n.startswith("Oatly-Oat-Milk_") for n in names)
+    assert all(r.split("│")[2].strip() == "Oatly-Oat-Milk" for r in rows)  # top identity

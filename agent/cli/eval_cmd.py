@@ -41,6 +41,7 @@ def eval_command(
     as_json: bool = JsonOption,
 ) -> None:
     """recall@K, precision@K, mAP, score distributions and a suggested threshold."""
+    from rich.markup import escape
     from rich.table import Table
 
     from agent.cli.progress import progress_bars
@@ -70,18 +71,24 @@ def eval_command(
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in [f"recall@{x}" for x in ks] + [f"precision@{x}" for x in ks] + ["mAP", "gap"]:
-        table.add_row(key, str(metrics.get(key)))
+    keys = [f"recall@{x}" for x in ks] + [f"identity_recall@{x}" for x in ks]
+    for key in [*keys, *(f"precision@{x}" for x in ks), "mAP", "gap"]:
+        if key in metrics:
+            table.add_row(key, str(metrics[key]))
     for side in ("same_identity", "different_identity"):
         d = metrics[side]
         table.add_row(f"{side} mean/p5/p95", f"{d['mean']} / {d['p5']} / {d['p95']}")
     th = metrics["threshold"]
-    table.add_row(
-        "suggested threshold (max F1)",
-        f"{th['f1_threshold']} (P {th['f1_precision']}, R {th['f1_recall']})",
-    )
     policy = metrics["policy"]
-    table.add_row("match policy (as agent run)", f"P {policy['precision']}, R {policy['recall']}")
+    table.add_row(
+        "match policy (as agent run)",
+        escape(f"P {policy['precision']}, R {policy['recall']} with [match] threshold = "
+               f"{policy['rule']['match_score']}, min_margin = {policy['rule']['min_margin']}"),
+    )  # fmt: skip
+    table.add_row(
+        escape("[match] threshold for max F1"),
+        f"threshold = {th['f1_threshold']} (P {th['f1_precision']}, R {th['f1_recall']})",
+    )
     console.print(table)
 
 

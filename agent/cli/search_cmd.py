@@ -155,6 +155,21 @@ def _show(labels: list[str], results: list[SearchResult], model: str, as_json: b
             }
         )
         return
+    if len(labels) > 1:  # many queries (a folder): one table, a row each, paths under their root
+        import os
+
+        root = os.path.commonpath(labels) if all(os.path.isabs(q) for q in labels) else ""
+        shown = [os.path.relpath(q, root) for q in labels] if root else labels
+        table = Table(title=f"{len(labels)} queries{f' under {root}' if root else ''} ({model})")
+        table.add_column("query", overflow="fold")
+        for col in ("top identity", "score", "runner-up", "score"):
+            table.add_column(col, overflow="fold")
+        for q, r in zip(shown, results, strict=True):
+            cells = [(m.identity, f"{m.score:.3f}") for m in r.identities[:2]]
+            cells += [("", "")] * (2 - len(cells))
+            table.add_row(q, *cells[0], *cells[1])
+        console.print(table, markup=False)
+        return
     for q, r in zip(labels, results, strict=True):
         table = Table(title=f"{q} ({model})")
         for col in ("rank", "identity", "score", "best image score", "best image"):

@@ -27,8 +27,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def status_command(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+def status_command(
+    ctx: typer.Context,
+    watch: float = typer.Option(
+        0.0, "--watch", "-w", min=0.0, help="Show it again every SECONDS until Ctrl-C."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
     """Health, per-source rates and latencies of the running agent; exit 3 if not running."""
+    if not watch:
+        _status(ctx, as_json)
+        return
+    try:
+        while True:
+            try:
+                _status(ctx, as_json)
+            except (AgentError, typer.Exit) as exc:  # not running (yet): keep watching
+                if isinstance(exc, AgentError):
+                    print(str(exc), file=sys.stderr)
+            sys.stdout.flush()
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return
+
+
+def _status(ctx: typer.Context, as_json: bool) -> None:
     cfg = state(ctx).config
     path = cfg.status_path
     try:
