@@ -259,6 +259,11 @@ class SourceConfig(Section):
     max_retries: int = Field(
         0, ge=0, description="Give up (health 'failed') after this many failed opens (0 = never)."
     )
+    rtsp_transport: Literal["auto", "tcp", "udp"] = Field(
+        "auto",
+        description="RTSP over TCP (cameras behind NAT or lossy links) or UDP; auto: FFmpeg's "
+        "default (UDP, then TCP).",
+    )
     match: MatchPolicyConfig | None = Field(None, description="Overrides [match] for this source.")
 
     @property

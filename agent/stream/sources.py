@@ -175,6 +175,29 @@ class Source:
         return base * random.uniform(0.8, 1.2)
 
 
+_FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_ffmpeg_options_lock = threading.Lock()
+
+
+def _open_ffmpeg(uri: str, params: list[int], transport: str) -> cv2.VideoCapture:
+    """OpenCV's FFmpeg backend takes its demuxer options from an environment variable read when
+    a capture opens; each source's RTSP transport is set there under a lock."""
+    import os
+
+    if transport == "auto" or not uri.lower().startswith("rtsp"):
+        return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+    with _ffmpeg_options_lock:
+        before = os.environ.get(_FFMPEG_OPTIONS)
+        os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{transport}"
+        try:
+            return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        finally:
+            if before is None:
+                os.environ.pop(_FFMPEG_OPTIONS, None)
+            else:
+                os.environ[_FFMPEG_OPTIONS] = before
+
+
 class VideoSource(Source):
     """cv2.VideoCapture on a device index, a URL, a file or a GStreamer pipeline."""
 
@@ -195,7 +218,7 @@ class VideoSource(Source):
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 timeout,
             ]
-            cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+            cap = _open_ffmpeg(uri, params, self.cfg.rtsp_transport)
         else:
             if not Path(uri).is_file():
                 raise OSError(f"no such file: {uri}")
@@ -252,6 +275,13 @@ class VideoSource(Source):
                     return True, media + 1e-3
                 self.error = "read failed or timed out"
                 log.warning("source %s: read failed; reconnecting", self.id)
+                return False, offset
+            if not is_file and grab_s >= self.cfg.stall_timeout_s and media > offset:
+                # A live frame that took the whole stall timeout is FFmpeg giving up on the
+                # stream (it hands back a stale frame), not the camera sending: a stall.
+                self.health, self.error = "stalled", f"no frame for {grab_s:.1f} s"
+                log.warning("source %s: stalled (%.1f s for one frame); reconnecting", self.id,
+                            grab_s)  # fmt: skip
                 return False, offset
             self.counters.frames_in += 1
             now = time.monotonic()
