@@ -177,3 +177,11 @@ def test_search_on_a_folder_is_one_table_with_readable_paths(gallery):
     names = [r.split("│")[1].strip() for r in rows]
     assert len(rows) == 5 and all(n.startswith("Oatly-Oat-Milk_") for n in names)
     assert all(r.split("│")[2].strip() == "Oatly-Oat-Milk" for r in rows)  # top identity
+
+
+def test_a_fresh_gallery_is_version_one_after_its_first_enroll(tmp_path):
+    import json
+
+    out = run("enroll", str(EXAMPLES / "gallery"), "-g", str(tmp_path / "g"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["gallery_version"] == 1

@@ -164,3 +164,20 @@ def test_a_camera_that_comes_back_at_another_resolution(server, gallery, tmp_pat
     agent.wait_status(lambda r: cam(r).get("frames_processed", 0) >= done + 20
                       and cam(r)["reconnects"] >= 1, 40)  # fmt: skip
     assert agent.stop() == 0 and "Traceback" not in agent.log()
+
+
+def opencv_has_gstreamer() -> bool:
+    import cv2
+
+    return any("GStreamer:" in ln and "YES" in ln for ln in cv2.getBuildInformation().splitlines())
+
+
+@pytest.mark.skipif(not opencv_has_gstreamer(),
+                    reason="this OpenCV is built without GStreamer (the pip wheels are); Jetson "
+                    "images and Debian's python3-opencv have it")  # fmt: skip
+def test_a_gstreamer_pipeline_source(gallery, tmp_path):
+    pipeline = ("videotestsrc num-buffers=40 pattern=ball ! video/x-raw,width=320,height=240,"
+                "framerate=10/1 ! videoconvert ! video/x-raw,format=BGR ! appsink")  # fmt: skip
+    agent = run_agent(tmp_path, gallery, pipeline)
+    agent.wait_status(lambda r: cam(r).get("frames_in", 0) >= 30, 40)
+    assert agent.stop() == 0
