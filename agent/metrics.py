@@ -11,8 +11,10 @@ import os
 import resource
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -29,7 +31,7 @@ class StageTimes:
         self._samples: deque[float] = deque(maxlen=maxlen)
         self.count = 0
         self.total_s = 0.0
-        self.buckets = [0] * len(LATENCY_BUCKETS)  # items at or below each bound
+        self._bins = [0] * len(LATENCY_BUCKETS)  # items in (previous bound, this bound]
 
     def add(self, seconds: float, n: int = 1) -> None:
         """Record `seconds` spent on `n` items (stored per item)."""
@@ -37,9 +39,14 @@ class StageTimes:
         self._samples.append(per_item)
         self.count += n
         self.total_s += seconds
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if per_item <= bound:
-                self.buckets[i] += n
+        i = bisect_left(LATENCY_BUCKETS, per_item)
+        if i < len(self._bins):  # above the last bound: only in the count (+Inf)
+            self._bins[i] += n
+
+    @property
+    def buckets(self) -> list[int]:
+        """Items at or below each bound (cumulative, as Prometheus histograms count)."""
+        return list(accumulate(self._bins))
 
     def summary(self) -> dict[str, float]:
         if not self._samples:
@@ -209,7 +216,7 @@ class Metrics:
     def histograms(self) -> dict[str, tuple[list[int], float, int]]:
         """Per stage: cumulative counts per LATENCY_BUCKETS bound, the sum (s) and the count."""
         with self._lock:
-            return {k: (list(t.buckets), t.total_s, t.count) for k, t in self.latency.items()
+            return {k: (t.buckets, t.total_s, t.count) for k, t in self.latency.items()
                     if t.count}  # fmt: skip
 
 

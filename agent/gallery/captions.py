@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import InputError
-from agent.gallery.enroll import EnrollReport, Problem
+from agent.gallery.enroll import EnrollReport, Problem, finish_report
 from agent.gallery.gallery import Gallery
 from agent.gallery.store import NewVector, check_identity
 from agent.runtime.cache import content_hash
@@ -99,9 +99,4 @@ def enroll_captions(
         if stale:
             gallery.apply(remove=stale)
         gallery.flush()
-    report.provider = encoder.provider
-    report.gallery_vectors = gallery.count
-    report.identities = len(gallery.identities())
-    report.gallery_version = gallery.version
-    report.seconds = time.perf_counter() - started
-    return report
+    return finish_report(report, gallery, encoder.provider, started)

@@ -287,7 +287,14 @@ def enroll(
         gallery.flush()
     report.inferences = embedder.inferences
     report.cache_hits = (embedder.cache.stats.hits - hits_before) if embedder.cache else 0
-    report.provider = embedder.provider
+    return finish_report(report, gallery, embedder.provider, started)
+
+
+def finish_report(
+    report: EnrollReport, gallery: Gallery, provider: str | None, started: float
+) -> EnrollReport:
+    """The gallery's state after an enrollment (images or captions), and how long it took."""
+    report.provider = provider
     report.gallery_vectors = gallery.count
     report.identities = len(gallery.identities())
     report.gallery_version = gallery.version
