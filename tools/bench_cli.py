@@ -3,6 +3,7 @@
     python tools/bench_cli.py [--runs 5] [--gallery-dir ../shared/data/retrieval/gallery]
 
 Measures, in one run on one machine:
+  * the floor: importing pydantic + pydantic-settings, then typer and rich, then the config;
   * start-up: `agent --version`, `agent --help`, `agent status` (reading the status file a short
     real `agent run` left), `agent gallery list` (720-image gallery); `python -c pass` for scale;
   * enrollment as processes: first enrollment of the folder vs the same command again
@@ -29,6 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 AGENT = [sys.executable, "-m", "agent"]
+FLOOR = {
+    "import pydantic, pydantic_settings": "import pydantic, pydantic_settings",
+    "+ typer, rich.table": "import pydantic, pydantic_settings, typer, rich.table",
+    "agent.config + load_config": "from agent.config import load_config; load_config(None)",
+}
 
 
 def wall(cmd: list[str], env: dict, ok=(0,)) -> float:
@@ -109,6 +115,11 @@ def main() -> None:
         }
         gallery = state / "gallery"
         report["python_pass"] = median_wall([sys.executable, "-c", "pass"], env, args.runs)
+        # The floor under every command: the libraries the CLI is built on, imported alone.
+        report["floor"] = {
+            name: median_wall([sys.executable, "-c", code], env, args.runs)
+            for name, code in FLOOR.items()
+        }
 
         # Enrollment: first run, then the unchanged re-run (a new process each time).
         first = wall([*AGENT, "-q", "enroll", str(folder), "-g", str(gallery), "--json"], env)
@@ -149,7 +160,7 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     if args.markdown:
         print("\n| command | median s | min s |\n|---|---|---|")
-        rows = {"python -c pass": report["python_pass"], **report["startup"],
+        rows = {"python -c pass": report["python_pass"], **report["floor"], **report["startup"],
                 "enroll, unchanged re-run": report["enroll_unchanged_rerun"]}  # fmt: skip
         for name, r in rows.items():
             print(f"| `{name}` | {r['median_s']} | {r['min_s']} |")
