@@ -28,7 +28,7 @@ RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/agent \
  && ORT=$([ "${VARIANT}" = cuda ] && echo "onnxruntime-gpu[cuda,cudnn]" || echo onnxruntime) \
  && python docker/requirements.py "/wheels/edge_embedding_agent-${AGENT_VERSION}-py3-none-any.whl" \
-        --onnxruntime "${ORT}" --constraints requirements.lock --extra prometheus > /tmp/requirements.txt \
+        --onnxruntime "${ORT}" --constraints requirements.lock --extra prometheus --extra fleet > /tmp/requirements.txt \
  && /opt/agent/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
  && /opt/agent/bin/pip install --no-cache-dir --no-deps "/wheels/edge_embedding_agent-${AGENT_VERSION}-py3-none-any.whl" \
  && /opt/agent/bin/agent --version

@@ -526,6 +526,39 @@ class HttpConfig(Section):
     recent: int = Field(50, ge=1, le=1000, description="Recent decisions the page keeps.")
 
 
+class FleetConfig(Section):
+    """Gallery rollout: follow the signed gallery versions announced for a group of boxes."""
+
+    group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Gallery group this box follows (None: galleries are enrolled locally).",
+    )
+    topic_prefix: str = Field(
+        "fleet",
+        pattern=r"^[^+#\x00]+$",
+        description="Fleet topic prefix: versions are announced on <prefix>/gallery/<group>.",
+    )
+    public_key: str | None = Field(
+        None,
+        description="The publisher's Ed25519 public key, base64 (`agent fleet keygen` prints "
+        "it); artefacts not signed by its private key are refused.",
+    )
+    keep_versions: int = Field(
+        2, ge=2, le=100, description="Gallery versions kept on disk (the served one included)."
+    )
+    max_artefact_mb: float = Field(1024.0, gt=0, description="Largest artefact downloaded.")
+    download_timeout_s: float = Field(
+        60.0, gt=0, description="Network timeout of an artefact download (per read)."
+    )
+    startup_wait_s: float = Field(
+        15.0,
+        ge=0,
+        description="A box with no fleet gallery yet: how long the start waits for the retained "
+        "announcement before it serves the local gallery.",
+    )
+
+
 class MetricsConfig(Section):
     """Periodic metrics on `<prefix>/metrics` and in the status file."""
 
@@ -577,6 +610,7 @@ class AgentConfig(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -17,3 +17,13 @@ class ModelError(AgentError):
 
 class InputError(AgentError):
     pass
+
+
+class FleetError(AgentError):
+    """A gallery artefact, key or announcement that cannot be trusted or reached."""
+
+    exit_code = 1
+
+
+class UntrustedArtefact(FleetError):
+    """A gallery artefact or announcement that fails its signature, hash or group check."""

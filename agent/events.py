@@ -127,6 +127,21 @@ class EngineBuildStatus(BaseModel):
     cache_dir: str = Field(description="Where the engine is written.")
 
 
+class FleetStatus(BaseModel):
+    """Where this box stands in its group's gallery rollout."""
+
+    group: str
+    state: Literal["waiting", "downloading", "serving", "refused", "failed"] = Field(
+        description="waiting: nothing served from the fleet yet; refused: the last announcement "
+        "failed its signature, hash or group check; failed: it could not be fetched or loaded. "
+        "In both of these the previous gallery is still served."
+    )
+    version: int | None = Field(None, description="Fleet gallery version being served.")
+    announced: int | None = Field(None, description="Latest version announced to the group.")
+    error: str | None = Field(None, description="Why the last announced version is not served.")
+    changed_at: float = Field(default_factory=time.time, description="Unix time of the state.")
+
+
 class StatusEvent(Payload):
     """Retained on `<prefix>/health`; its `state` alone (a plain word) is retained on
     `<prefix>/status`, where the broker publishes `offline` as the agent's Last Will."""
@@ -143,6 +158,7 @@ class StatusEvent(Payload):
         description="TensorRT engines being built now; the first start with a new model, GPU "
         "or TensorRT version builds one, which takes minutes on a Jetson.",
     )
+    fleet: FleetStatus | None = Field(None, description="Gallery rollout ([fleet] group).")
 
 
 class Percentiles(BaseModel):

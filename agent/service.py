@@ -63,8 +63,14 @@ class Agent:
         self._running = False
         for source in cfg.sources:
             check_file_source(source)
+        self.rollout = None
+        if cfg.fleet.group:
+            from agent.fleet.rollout import GalleryRollout
+
+            self.rollout = GalleryRollout(cfg)
         self._build_watch = EngineBuildWatch(self.notifier, self._report_engine_build).start()
-        self.live = LiveGallery(cfg, cfg.gallery_path)
+        gallery_path = self.rollout.startup_path() if self.rollout else cfg.gallery_path
+        self.live = LiveGallery(cfg, gallery_path)
         self.live.embedder.load()  # now (maybe building a TensorRT engine), not on the first frame
         self.ready = threading.Event()
         self.counters = Metrics()
@@ -82,8 +88,9 @@ class Agent:
                                  self.counters, track, decision)  # fmt: skip
         self.commands = Commands(cfg, self.live, self.counters)
         self._command_queue: queue.Queue[tuple[str, bytes, Future]] = queue.Queue()
+        follow = {self.rollout.topic: self.rollout.announced} if self.rollout else None
         self.publisher = make_publisher(
-            cfg, self.status("online"), self._queue_command, self.counters
+            cfg, self.status("online"), self._queue_command, self.counters, follow
         )
         self.match_topic = f"{cfg.topic_prefix}/match"
         self._stop = threading.Event()
@@ -91,6 +98,7 @@ class Agent:
         self._process = ProcessMeter()
         self._rates = {s.id: (RateMeter(), RateMeter()) for s in self.sources}
         self._health = {s.id: s.health for s in self.sources}
+        self._fleet = self.rollout.status if self.rollout else None  # replaced on every change
 
     # ---- outputs ---------------------------------------------------------------------------
 
@@ -132,6 +140,7 @@ class Agent:
             gallery_version=self.live.loaded_version,
             sources={s.id: s.status() for s in self.sources},
             engine_builds=_build_status(engine_builds()),
+            fleet=self.rollout.status if self.rollout else None,
         )
 
     def metrics(self) -> MetricsEvent:
@@ -256,6 +265,8 @@ class Agent:
 
     def run(self, duration_s: float | None = None) -> int:
         self._install_signals()
+        if self.rollout is not None:
+            self.rollout.start(self.live.prepare)
         self.publisher.start()
         if self.dashboard is not None:
             self.dashboard.start()
@@ -313,10 +324,15 @@ class Agent:
             self.live.reload()
         else:
             self.live.poll(now)
+        if self.rollout is not None and (ready := self.rollout.take_ready()):
+            version, prepared = ready
+            self.live.swap(prepared)  # between two frames: none is dropped or searched twice
+            self.rollout.activated(version, prepared.path)
         self._run_commands()
         health = {s.id: s.health for s in self.sources}
-        if health != self._health:
-            self._health = health
+        fleet = self.rollout.status if self.rollout else None
+        if health != self._health or fleet is not self._fleet:
+            self._health, self._fleet = health, fleet
             self.publisher.publish_status(self.status("online"))
 
     def _drain(self) -> None:
@@ -347,6 +363,8 @@ class Agent:
         self.publisher.stop(self.status("stopped"))
         if self.dashboard is not None:
             self.dashboard.close()
+        if self.rollout is not None:
+            self.rollout.stop()
         self.live.close()
         self._build_watch.stop()
         log.info("agent stopped")

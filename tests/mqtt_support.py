@@ -157,10 +157,10 @@ class Subscriber:
         self.client.disconnect()
 
 
-def publish_once(port: int, topic: str, payload: bytes | str) -> None:
+def publish_once(port: int, topic: str, payload: bytes | str, retain: bool = False) -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    client.publish(topic, payload, qos=1).wait_for_publish(10)
+    client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
     client.loop_stop()
     client.disconnect()

@@ -50,7 +50,8 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-PROMETHEUS = PYPROJECT["project"]["optional-dependencies"]["prometheus"]
+EXTRAS = PYPROJECT["project"]["optional-dependencies"]
+IN_IMAGES = EXTRAS["prometheus"] + EXTRAS["fleet"]  # the extras the images install
 
 
 def docker_requirements(wheel: Path, *args: str) -> list[str]:
@@ -90,15 +91,15 @@ def test_dockerfile_builds_this_version_of_the_wheel(dockerfile, wheel):
 
 def test_x86_image_installs_exactly_the_locked_dependencies(wheel):
     text = (REPO / "Dockerfile").read_text()
-    assert "--constraints requirements.lock --extra prometheus" in text
+    assert "--constraints requirements.lock --extra prometheus --extra fleet" in text
     assert '"onnxruntime-gpu[cuda,cudnn]"' in text
     declared = {name_of(r): r for r in PYPROJECT["project"]["dependencies"]}
-    declared |= {name_of(r): r for r in PROMETHEUS}
+    declared |= {name_of(r): r for r in IN_IMAGES}
     pins = lock_pins()
     for variant, ort_name in (("cpu", "onnxruntime"), ("cuda", "onnxruntime-gpu[cuda,cudnn]")):
         lock = str(REPO / "requirements.lock")
         reqs = docker_requirements(wheel, "--onnxruntime", ort_name, "--constraints", lock,
-                                   "--extra", "prometheus")  # fmt: skip
+                                   "--extra", "prometheus", "--extra", "fleet")  # fmt: skip
         got = {name_of(r): r for r in reqs}
         assert all("extra" not in r for r in got.values())  # the extra's marker is gone
         expected = set(declared)
@@ -115,13 +116,14 @@ def test_x86_image_installs_exactly_the_locked_dependencies(wheel):
 
 def test_jetson_image_swaps_only_onnxruntime_and_opencv(wheel):
     text = (REPO / "Dockerfile.jetson").read_text()
-    assert "--onnxruntime onnxruntime-gpu --system-opencv --extra prometheus" in text
+    assert "--onnxruntime onnxruntime-gpu --system-opencv --extra prometheus --extra fleet" in text
     assert "--system-site-packages" in text  # sees NVIDIA's GStreamer OpenCV
     reqs = {name_of(r): r for r in docker_requirements(
-        wheel, "--onnxruntime", "onnxruntime-gpu", "--system-opencv", "--extra", "prometheus"
+        wheel, "--onnxruntime", "onnxruntime-gpu", "--system-opencv", "--extra", "prometheus",
+        "--extra", "fleet",
     )}  # fmt: skip
     declared = {name_of(r): r for r in PYPROJECT["project"]["dependencies"]}
-    declared |= {name_of(r): r for r in PROMETHEUS}
+    declared |= {name_of(r): r for r in IN_IMAGES}
     assert set(reqs) == set(declared) - {"onnxruntime", "opencv-python-headless"} | {
         "onnxruntime-gpu"
     }
@@ -138,7 +140,7 @@ def test_the_x86_install_recipe_gives_a_working_consistent_venv(wheel, tmp_path)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     reqs = tmp_path / "requirements.txt"
     lines = docker_requirements(wheel, "--constraints", str(REPO / "requirements.lock"),
-                                "--extra", "prometheus")  # fmt: skip
+                                "--extra", "prometheus", "--extra", "fleet")  # fmt: skip
     reqs.write_text("\n".join(lines) + "\n")
     subprocess.run([*pip, "install", "-r", str(reqs)], check=True, timeout=600)
     subprocess.run([*pip, "install", "--no-deps", str(wheel)], check=True, timeout=120)

@@ -20,6 +20,7 @@ LAYERS = [
     {"agent.decide"},
     {"agent.stream"},
     {"agent.publish"},
+    {"agent.fleet"},
     {"agent.ops"},
     {"agent.service", "agent.commands", "agent.cli", "agent.__main__", "agent.api"},
 ]

@@ -14,6 +14,7 @@ from agent.cli import (
     enroll_cmd,
     eval_cmd,
     events_cmd,
+    fleet_cmd,
     gallery_cmd,
     models_cmd,
     outbox_cmd,
@@ -40,6 +41,7 @@ app.add_typer(gallery_cmd.app, name="gallery")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(service_cmd.app, name="service")
 app.add_typer(outbox_cmd.app, name="outbox")
+app.add_typer(fleet_cmd.app, name="fleet")
 EXAMPLES = {  # shown at the end of each command's --help
     "run": "agent run -s door=rtsp://user@10.0.0.5/stream -g gallery/ --broker mqtt.local",
     "status": "agent status --json",

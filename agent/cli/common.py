@@ -82,3 +82,19 @@ def print_json(data: object) -> None:
 
 
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+BrokerOption = typer.Option(
+    None, "--broker", help="MQTT broker HOST[:PORT], mqtt://... or mqtts://... (TLS)."
+)
+
+
+def set_broker(cfg: AgentConfig, broker: str | None) -> None:
+    """Apply a --broker value over the config's [mqtt] host, port and TLS."""
+    from agent.config import parse_broker
+
+    if not broker:
+        return
+    cfg.mqtt.host, port, tls = parse_broker(broker)
+    if port is not None:
+        cfg.mqtt.port = port
+    if tls is not None:
+        cfg.mqtt.tls = tls

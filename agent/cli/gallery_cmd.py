@@ -1,4 +1,4 @@
-"""`agent gallery list|stats|remove|repair|export|import|reindex`."""
+"""`agent gallery list|stats|remove|repair|export|import|reindex|publish`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from agent.cli.common import JsonOption, console, print_json, state
+from agent.cli.common import BrokerOption, JsonOption, console, print_json, set_broker, state
 from agent.cli.galleries import GalleryOption, ModelOption, VariantOption
 from agent.cli.galleries import gallery_path as resolve_gallery_path
 from agent.errors import InputError
@@ -173,3 +173,46 @@ def reindex(
             f"reindexed {kept} vectors with {g.model.label} ({inferences} inferences); "
             f"dropped {dropped}; gallery version {g.version}"
         )
+
+
+PUBLISH_EXAMPLE = (
+    "Example: agent gallery publish shops -g gallery/ --key fleet.pem --to /srv/galleries "
+    "--url https://files.example/galleries"
+)
+
+
+@app.command("publish", epilog=PUBLISH_EXAMPLE)
+def publish(
+    ctx: typer.Context,
+    group: str = typer.Argument(..., help="Group of boxes that serve this gallery."),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (agent fleet keygen)."),
+    to: str = typer.Option(
+        ..., "--to", help="Where the artefact goes: a directory, or an http(s):// URL taking PUT."
+    ),
+    url: str | None = typer.Option(
+        None, "--url", help="Base URL boxes download from (default: --to, as file:// for a dir)."
+    ),
+    version: int | None = typer.Option(
+        None, "--version", min=1, help="Version to release (default: the announced one + 1)."
+    ),
+    gallery: Path | None = GalleryOption,
+    broker: str | None = BrokerOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Release the gallery to a group: a signed artefact stored at --to and announced (retained)
+    on <fleet prefix>/gallery/<group>; boxes of the group verify it and swap it in."""
+    from agent.fleet.release import release
+
+    cfg = state(ctx).config
+    set_broker(cfg, broker)
+    done = release(cfg, resolve_gallery_path(cfg, gallery), group, key, to, url, version)
+    a = done.announcement
+    if as_json:
+        print_json(a.model_dump(mode="json"))
+        return
+    m = a.manifest
+    console.print(
+        f"group {group}: version {m.version} (was {done.previous_version or 'none'}), "
+        f"{m.vectors} vectors of {m.identities} identities, {m.model}, sha256 {m.sha256[:12]}; "
+        f"at {a.url}"
+    )

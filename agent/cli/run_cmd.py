@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from agent.cli.common import state
+from agent.cli.common import set_broker, state
 from agent.cli.galleries import GalleryOption
 from agent.errors import ConfigError
 
@@ -23,7 +23,7 @@ def apply_overrides(
     broker: str | None,
     gallery: Path | None,
 ) -> None:
-    from agent.config import parse_broker, source_from_spec
+    from agent.config import source_from_spec
 
     if sources:
         parsed = [source_from_spec(s, i) for i, s in enumerate(sources)]
@@ -36,12 +36,7 @@ def apply_overrides(
             source.realtime = realtime
         if loop is not None:
             source.loop = loop
-    if broker:
-        cfg.mqtt.host, port, tls = parse_broker(broker)
-        if port is not None:
-            cfg.mqtt.port = port
-        if tls is not None:
-            cfg.mqtt.tls = tls
+    set_broker(cfg, broker)
     if gallery is not None:
         cfg.gallery.path = gallery
 

@@ -90,6 +90,13 @@ def _print(record: dict) -> None:
             f"[yellow]building TensorRT engine[/] for {build['model']} "
             f"({time.time() - build['started_at']:.0f} s so far) in {build['cache_dir']}"
         )
+    if fleet := st.get("fleet"):
+        style = "green" if fleet["state"] == "serving" else "red"
+        console.print(
+            f"fleet group {fleet['group']}: [{style}]{fleet['state']}[/] version "
+            f"{fleet['version'] or '-'} (announced {fleet['announced'] or '-'})"
+            + (f"; [red]{fleet['error']}[/]" if fleet["error"] else "")
+        )
     if m is None:
         console.print(f"[bold]{st['device_id']}[/] {st['state']}  report "
                       f"{record['age_s']:.0f} s ago")  # fmt: skip

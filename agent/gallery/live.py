@@ -9,20 +9,37 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.gallery.gallery import Gallery
 from agent.gallery.models import embedder_for
+from agent.runtime.embedder import CachedEmbedder
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedGallery:
+    """A gallery opened, calibrated and indexed off the frame loop, ready to be swapped in;
+    `embedder` is set when its model differs from the one being served."""
+
+    path: Path
+    gallery: Gallery
+    embedder: CachedEmbedder | None
+
+    def discard(self) -> None:
+        self.gallery.close()
+        if self.embedder is not None:
+            self.embedder.close()
 
 
 class LiveGallery:
     def __init__(self, cfg: AgentConfig, path: Path):
         self.cfg = cfg
         self.path = path
-        self.reloads = 0
+        self.reloads = 0  # also names the loaded gallery: it changes with every swap
         self.gallery = Gallery.open(path)
         self.embedder = embedder_for(cfg, self.gallery)
         self.loaded_version = self.gallery.version
@@ -43,31 +60,43 @@ class LiveGallery:
             return False  # unchanged, or a writer is still at it
         return self.reload()
 
-    def reload(self) -> bool:
-        """Re-open the gallery (and the model, if the gallery's model changed)."""
-        fresh = None
+    def prepare(self, path: Path) -> PreparedGallery:
+        """Open the gallery at `path` with everything a search needs loaded now (and its model,
+        if it is not the served one), so that the swap itself is a pointer change. Raises when
+        anything is wrong with it; the served gallery is untouched either way."""
+        fresh = Gallery.open(path)
         try:
-            fresh = Gallery.open(self.path)
             fresh.calibration  # noqa: B018 (measured now if missing: fail here, not mid-run)
-        except Exception as exc:  # a damaged or foreign gallery must not stop the agent
-            if fresh is not None:
-                fresh.close()
-            log.error("gallery reload failed, keeping the loaded one: %s", exc)
-            return False
-        if fresh.model.fingerprint != self.gallery.model.fingerprint:
-            try:
+            fresh.index  # noqa: B018 (loaded now, not on the first frame after the swap)
+            embedder = None
+            if fresh.model.fingerprint != self.gallery.model.fingerprint:
                 embedder = embedder_for(self.cfg, fresh)
-            except Exception as exc:
-                fresh.close()
-                log.error("gallery reload: cannot load its model, keeping the old one: %s", exc)
-                return False
-            self.embedder.close()
-            self.embedder = embedder
-        old, self.gallery = self.gallery, fresh
-        old.close()
+                embedder.load()
+        except BaseException:
+            fresh.close()
+            raise
+        return PreparedGallery(path, fresh, embedder)
+
+    def swap(self, prepared: PreparedGallery) -> None:
+        """Serve `prepared` from the next frame on; the old gallery (and model) are closed."""
+        old_gallery, old_embedder = self.gallery, self.embedder
+        self.gallery, self.path = prepared.gallery, prepared.path
+        if prepared.embedder is not None:
+            self.embedder = prepared.embedder
+            old_embedder.close()
+        old_gallery.close()
         self.reloads += 1
         self.loaded_version = self.gallery.version
-        log.info("gallery reloaded: version %d, %d vectors", self.loaded_version, self.size)
+        log.info("gallery %s: version %d, %d vectors", self.path, self.loaded_version, self.size)
+
+    def reload(self) -> bool:
+        """Re-open the gallery (and the model, if the gallery's model changed)."""
+        try:
+            prepared = self.prepare(self.path)
+        except Exception as exc:  # a damaged or foreign gallery must not stop the agent
+            log.error("gallery reload failed, keeping the loaded one: %s", exc)
+            return False
+        self.swap(prepared)
         return True
 
     @property

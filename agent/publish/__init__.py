@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,15 +18,17 @@ def make_publisher(
     initial_status: StatusEvent,
     on_command: CommandHandler | None = None,
     metrics: Metrics | None = None,
+    subscriptions: dict[str, Callable[[bytes], None]] | None = None,
 ) -> Publisher:
-    """MQTT when a broker is configured, else JSON lines on stdout; both behind the outbox."""
+    """MQTT when a broker is configured, else JSON lines on stdout; both behind the outbox.
+    `subscriptions` (topics to follow) need a broker."""
     from agent.publish.outbox import Outbox
 
     outbox = Outbox.from_config(cfg)
     if cfg.mqtt.host:
         from agent.publish.mqtt import MqttPublisher
 
-        return MqttPublisher(cfg, outbox, initial_status, on_command, metrics)
+        return MqttPublisher(cfg, outbox, initial_status, on_command, metrics, subscriptions)
     from agent.publish.stdout import StdoutPublisher
 
     return StdoutPublisher(outbox, metrics=metrics)

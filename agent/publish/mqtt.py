@@ -75,7 +75,10 @@ class MqttPublisher(Publisher):
         initial_status: StatusEvent,
         on_command: CommandHandler | None = None,
         metrics: Metrics | None = None,
+        subscriptions: dict[str, Callable[[bytes], None]] | None = None,
     ):
+        """`subscriptions`: exact topics to follow, each with what takes its payloads (called on
+        the network thread: it must only hand the payload on)."""
         import paho.mqtt.client as mqtt
 
         super().__init__(outbox, cfg.mqtt.max_inflight, metrics)
@@ -88,6 +91,7 @@ class MqttPublisher(Publisher):
         self.metrics_topic = f"{self.prefix}/metrics"
         self.cfg = cfg
         self.on_command = on_command if m.commands else None
+        self.subscriptions = dict(subscriptions or {})
         self.v5 = m.protocol == "5"
         self._connected = threading.Event()
         self._status = initial_status
@@ -147,6 +151,8 @@ class MqttPublisher(Publisher):
             self._announce()
         if self.on_command is not None:
             client.subscribe(f"{self.prefix}/cmd/+", qos=1)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         self._wake.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -168,6 +174,9 @@ class MqttPublisher(Publisher):
         self._acked(mid, not reason_code.is_failure)
 
     def _on_message(self, client, userdata, message) -> None:
+        if (take := self.subscriptions.get(message.topic)) is not None:
+            take(message.payload)
+            return
         name = message.topic.rsplit("/", 1)[-1]
         try:
             self._commands.put_nowait((name, message.payload))

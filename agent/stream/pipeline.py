@@ -81,7 +81,7 @@ class Pipeline:
         self._crops: dict[str, Crop] = {}  # each open object's latest crop (bbox, thumbnail)
         self._by_id = {s.id: s for s in sources}
         self._rules: dict[str, DecisionRule] = {}
-        self._rules_version = -1
+        self._rules_for = -1  # LiveGallery.reloads of the gallery the rules were made for
         self._finished: set[str] = set()
         self._turn = 0
 
@@ -91,10 +91,10 @@ class Pipeline:
 
     def rule(self, source_id: str) -> DecisionRule:
         """The source's thresholds for the loaded gallery (recomputed when it reloads)."""
-        if self._rules_version != self.live.loaded_version:
+        if self._rules_for != self.live.reloads:
             samples = self.live.gallery.calibration
             self._rules = {sid: decision_rule(d.cfg, samples) for sid, d in self.deciders.items()}
-            self._rules_version = self.live.loaded_version
+            self._rules_for = self.live.reloads
             for sid, rule in self._rules.items():
                 log.info("source %s decisions: %s", sid, rule.as_dict())
                 if not rule.calibrated:
