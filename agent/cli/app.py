@@ -50,6 +50,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "enroll": "agent enroll examples/gallery -g my_gallery   (re-run: only changes)",
     "search": "agent search query.jpg -g my_gallery -k 3",
     "eval": "agent eval gallery_dir/ queries_dir/ --open-set",
+    "sink": "agent sink --qdrant http://qdrant:6333 --broker mqtt.central",
 }
 
 
@@ -64,6 +65,7 @@ _command("embed", embed_cmd.embed)
 _command("enroll", enroll_cmd.enroll_command)
 _command("search", search_cmd.search_command)
 _command("eval", eval_cmd.eval_command)
+_command("sink", fleet_cmd.sink_command)
 
 
 def _print_version(value: bool) -> None:

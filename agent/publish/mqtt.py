@@ -26,15 +26,21 @@ CommandHandler = Callable[[str, bytes], CommandResult]
 PACKET_OVERHEAD = 16  # fixed header, topic length, packet id and a few properties
 
 
-def mqtt_client(cfg: AgentConfig, client_id: str):
-    """A paho client with the configured protocol, credentials and TLS (not yet connected)."""
+def mqtt_client(cfg: AgentConfig, client_id: str, persistent: bool = False):
+    """A paho client with the configured protocol, credentials and TLS (not yet connected).
+    `persistent`: a session the broker keeps (and queues QoS 1 messages for) while the client
+    is away (MQTT 3.1.1; with MQTT 5 pass `clean_start=False` and a session expiry at connect),
+    and messages acknowledged only by `client.ack` once the client has handled them."""
     import paho.mqtt.client as mqtt
 
     m = cfg.mqtt
+    v5 = m.protocol == "5"
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else not persistent,
+        manual_ack=persistent,
     )
     if m.username:
         client.username_pw_set(m.username, read_password(cfg))
