@@ -175,3 +175,17 @@ def test_keys_and_bad_input_fail_in_one_line(tmp_path, gallery):
                       f'[[sources]]\nid = "cam"\nuri = "{CLIP}"\n')  # fmt: skip
     refused = agent_cli("-c", str(config), "run", "--duration", "1")
     assert refused.returncode == 2 and "fleet.public_key is not a base64" in refused.stderr
+
+
+@pytest.mark.parametrize(("blocked", "args", "extra"), [
+    ("cryptography", ["fleet", "keygen", "k.pem"], "fleet"),
+    ("qdrant_client", ["fleet", "search", "--identity", "x", "--qdrant", "q"], "sink"),
+])  # fmt: skip
+def test_without_the_extra_a_fleet_command_says_what_to_install(tmp_path, blocked, args, extra):
+    code = (f"import sys; sys.modules[{blocked!r}] = None; sys.argv = ['agent', *{args!r}]; "
+            "from agent.cli import main; main()")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"pip install 'edge-embedding-agent[{extra}]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -8,11 +8,19 @@ import binascii
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from agent.errors import ConfigError, FleetError, UntrustedArtefact
+
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+except ImportError:
+    raise FleetError(
+        "signed galleries need the fleet extra: pip install 'edge-embedding-agent[fleet]'"
+    ) from None
 
 
 def generate(private_path: Path) -> str:

@@ -50,7 +50,13 @@ class Sightings:
         $QDRANT_API_KEY) or a folder (embedded mode: one process at a time). `dim`: the fleet
         model's embedding size, for a collection that does not exist yet; an existing one keeps
         its own."""
-        from qdrant_client import QdrantClient, models
+        try:
+            from qdrant_client import QdrantClient, models
+        except ImportError:
+            raise FleetError(
+                "the sink and fleet search need the sink extra: "
+                "pip install 'edge-embedding-agent[sink]'"
+            ) from None
 
         self.collection = collection
         remote = location.startswith(("http://", "https://"))
