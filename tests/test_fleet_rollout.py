@@ -108,6 +108,11 @@ def test_a_box_follows_its_group_and_refuses_what_is_not_signed(gallery, tmp_pat
                                in (r["status"]["fleet"]["error"] or ""), 30)  # fmt: skip
         assert last["status"]["fleet"]["version"] == 2
         assert last["metrics"]["gallery_size"] == swapped["metrics"]["gallery_size"]
+        doctor = agent_cli("-c", str(box.config_path), "doctor", "--json")
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+        fleet, served = checks["fleet"], checks["gallery"]
+        assert fleet["level"] == "ok" and "serving version 2" in fleet["detail"]
+        assert served["level"] == "ok" and "/fleet/shops/v2" in served["detail"]
         shown = agent_cli("-c", str(box.config_path), "status").stdout
         assert "fleet group shops: refused version 2 (announced" in shown
         assert "not a gallery announcement" in shown

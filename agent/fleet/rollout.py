@@ -60,7 +60,7 @@ class GalleryRollout:
     def startup_path(self) -> Path:
         """The gallery to start with: the served fleet version (or an older one that opens),
         else the group's announced version fetched now, else the local gallery."""
-        for version, path in self._installed():
+        for version, path in self.installed():
             try:
                 Gallery.open(path).close()
             except Exception as exc:
@@ -92,7 +92,7 @@ class GalleryRollout:
         raise FleetError(f"no gallery to serve: {reason}, and no local gallery at "
                          f"{self.cfg.gallery_path}")  # fmt: skip
 
-    def _installed(self) -> list[tuple[int, Path]]:
+    def installed(self) -> list[tuple[int, Path]]:
         """Installed versions, the current one first, then newest first."""
         found = []
         for path in self.root.glob("v*"):
@@ -239,7 +239,7 @@ class GalleryRollout:
             "announced": version if version is not None else self.status.announced})  # fmt: skip
 
     def _prune(self) -> None:
-        installed = self._installed()  # current first
+        installed = self.installed()  # current first
         for _version, path in installed[self.cfg.fleet.keep_versions :]:
             shutil.rmtree(path, ignore_errors=True)
 

@@ -43,7 +43,30 @@ def _state_dir(cfg: AgentConfig) -> Check:
         )
 
 
-def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
+def _fleet(cfg: AgentConfig) -> tuple[Check, Path | None]:
+    """The rollout's key, broker and extra, and the fleet gallery version the agent would serve."""
+    from agent.errors import AgentError
+
+    try:
+        from agent.fleet.rollout import GalleryRollout
+
+        rollout = GalleryRollout(cfg)
+    except AgentError as exc:
+        fix = ("`agent fleet keygen` prints the public key the publisher signs with; set [fleet] "
+               "public_key and [mqtt] host")  # fmt: skip
+        return Check("fleet", "fail", str(exc), fix), None
+    installed = rollout.installed()
+    if not installed:
+        detail = (f"group {rollout.group}: no version installed yet; the agent takes the one "
+                  f"announced on {rollout.topic} when it starts")  # fmt: skip
+        fix = "agent gallery publish GROUP --key KEY --to DEST"
+        return Check("fleet", "warn", detail, fix), None
+    version, path = installed[0]
+    return Check("fleet", "ok", f"group {rollout.group}: serving version {version} ({path}); "
+                 f"{len(installed)} version(s) kept"), path  # fmt: skip
+
+
+def _model_and_gallery(cfg: AgentConfig, path: Path) -> list[Check]:
     import onnxruntime as ort
 
     from agent.gallery.gallery import Gallery
@@ -51,7 +74,6 @@ def _model_and_gallery(cfg: AgentConfig) -> list[Check]:
     from agent.runtime.embedder import CachedEmbedder
 
     out = [Check("providers", "ok", "available: " + ", ".join(ort.get_available_providers()))]
-    path = cfg.gallery_path
     if not Gallery.exists(path):
         out.append(
             Check(
@@ -268,8 +290,10 @@ def _outbox(cfg: AgentConfig) -> Check:
 
 
 def run_checks(cfg: AgentConfig) -> list[Check]:
-    checks = [_state_dir(cfg), _gpu(cfg), *_model_and_gallery(cfg), _detector(cfg),
-              _video_backends(cfg)]  # fmt: skip
+    fleet, fleet_gallery = _fleet(cfg) if cfg.fleet.group else (None, None)
+    gallery = fleet_gallery or cfg.gallery_path  # a box of a fleet serves the fleet's gallery
+    checks = [_state_dir(cfg), _gpu(cfg), *([fleet] if fleet else []),
+              *_model_and_gallery(cfg, gallery), _detector(cfg), _video_backends(cfg)]  # fmt: skip
     if not cfg.sources:
         checks.append(
             Check("sources", "fail", "none configured", "add [[sources]] to agent.toml (id, uri)")
