@@ -88,7 +88,7 @@ class GalleryRollout:
             log.warning("no fleet gallery for group %s yet; serving the local gallery %s until "
                         "one is announced", self.group, self.cfg.gallery_path)  # fmt: skip
             return self.cfg.gallery_path
-        reason = self.status.error or f"nothing announced on {self.topic} within {wait:.0f} s"
+        reason = self.status.error or f"no version is announced on {self.topic}"
         raise FleetError(f"no gallery to serve: {reason}, and no local gallery at "
                          f"{self.cfg.gallery_path}")  # fmt: skip
 
