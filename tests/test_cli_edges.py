@@ -155,9 +155,16 @@ def test_status_watch_keeps_reporting_until_interrupted(gallery, tmp_path):
     agent = AgentProcess(tmp_path, config, "--realtime", "--loop",
                          "-s", f"cam={EXAMPLES / 'camera.mp4'}")  # fmt: skip
     agent.wait_status(lambda r: r["metrics"] is not None)
+
+    # Ctrl-C as in a terminal, also when the tests run from a script in the background (where
+    # SIGINT is ignored, and a child started so would ignore it too).
+    def like_a_terminal() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     watch = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(agent.config_path),
                               "status", "--watch", "0.3", "--json"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=like_a_terminal)  # fmt: skip
     lines: list[str] = []
     deadline = time.monotonic() + 60
     while sum(ln.startswith('  "running": true') for ln in lines) < 3:  # three reports seen,
