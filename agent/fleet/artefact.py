@@ -8,7 +8,6 @@ each proves the file is the one the publisher released. The announcement adds wh
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.errors import UntrustedArtefact
+from agent.runtime.registry import sha256_file
 
 ARTEFACT_FILE = "gallery.sqlite"
 MANIFEST_FILE = "manifest.json"
@@ -64,14 +64,6 @@ class Announcement(BaseModel):
             raise UntrustedArtefact(f"not a gallery announcement: {problem}") from None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe(export: Path, group: str, version: int) -> GalleryManifest:
     """The manifest of an export file just written by `Gallery.export`."""
     from agent.gallery.store import GalleryModel
@@ -94,7 +86,7 @@ def describe(export: Path, group: str, version: int) -> GalleryManifest:
         dim=model.dim,
         vectors=vectors,
         identities=identities,
-        sha256=sha256_of(export),
+        sha256=sha256_file(export),
         size=export.stat().st_size,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -107,7 +99,7 @@ def check_file(manifest: GalleryManifest, path: Path) -> None:
         raise UntrustedArtefact(
             f"artefact is {size} bytes, the signed manifest says {manifest.size}"
         )
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != manifest.sha256:
         raise UntrustedArtefact(
             f"artefact sha256 {digest[:12]}... differs from the signed manifest's "
