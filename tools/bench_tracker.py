@@ -131,7 +131,8 @@ def run(csv_path: Path, args, rng, linking: Linking | None) -> dict:
              if args.appearance or linking else None)  # fmt: skip
     linker = linking.linker() if linking and linking.track.remember_s > 0 else None
     pairs, n_truth, n_pred = [], 0, 0
-    tracks_seen = set()
+    output: set[str] = set()
+    resolved: dict[str, str] = {}  # track id -> the object it turned out to continue
     for f in range(max(truth) + 1):
         gt = [g for g in truth.get(f, []) if g[2] >= 0.3]
         n_truth += len(gt)
@@ -145,17 +146,22 @@ def run(csv_path: Path, args, rng, linking: Linking | None) -> dict:
             height, width = frame.shape[:2]
             views = [View(tid, v, linking.inside(b, width, height))
                      for (tid, b), v in zip(out, space, strict=True)]  # fmt: skip
-            links = linker.observe(views, f / FPS, linking.rule)
-            out = [(link.object_id, b) for link, (_, b) in zip(links, out, strict=True)
-                   if not link.pending]  # fmt: skip
+            for link, (tid, _) in zip(linker.observe(views, f / FPS, linking.rule), out,
+                                      strict=True):  # fmt: skip
+                if not link.pending:
+                    resolved.setdefault(tid, link.object_id)
         for tid in update.ended if linker else ():
             linker.end(tid)
         n_pred += len(out)
-        tracks_seen |= {tid for tid, _ in out}
+        output |= {tid for tid, _ in out}
         if gt and out:
             iou = iou_matrix(np.array([g[1] for g in gt]), np.array([b for _, b in out]))
             matched, _, _ = assign(iou, 0.5)
             pairs += [(f, gt[r][0], out[c][0]) for r, c in matched]
+    # A pending track's views are judged under the object it turns out to be (the agent holds
+    # its decisions back until then), or under its own id if it never continues one.
+    pairs = [(f, t, resolved.get(p, p)) for f, t, p in pairs]
+    tracks_seen = {resolved.get(p, p) for p in output}
     if args.oracle:  # the ceiling: every track relabelled to the true object it mostly covers
         votes: dict[str, Counter] = defaultdict(Counter)
         for _, true_id, track in pairs:
