@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.config import MatchPolicyConfig
-from agent.decide.link import TrackLinker, View
+from agent.decide.link import PROBE_SPAN, TrackLinker, View, shows_whole
 from agent.decide.objects import SourceDecider, UnknownRegistry
 from agent.decide.policy import DecisionRule
 from agent.gallery.scoring import IdentityMatch, SearchResult
@@ -44,6 +44,32 @@ def test_a_track_that_comes_back_continues_its_object_and_a_new_one_does_not():
     assert [link.pending for link in links] == [True] * 4 + [False]
     assert linker.linked == 1
     assert linker.end("t3") == "t1"
+
+
+def test_a_box_near_the_frame_edge_may_be_cut_and_is_not_whole():
+    assert shows_whole((100, 100, 50, 100), 640, 480)
+    assert not shows_whole((3, 100, 50, 100), 640, 480)  # a detector's loose box of a cut object
+    assert not shows_whole((100, 100, 50, 100), 640, 205)  # 5 px above the bottom edge
+    assert shows_whole((6, 100, 50, 100), 640, 480)  # a tenth of its width clear of the edge
+
+
+def test_probation_counts_whole_views_and_ends_for_a_track_that_stays_cut():
+    rng = np.random.default_rng(4)
+    a, c = unit(rng), unit(rng)
+    linker = TrackLinker(remember_s=30, probe_views=3)
+    see(linker, 0, ("t1", unit(rng, a)))
+    linker.end("t1")
+    # Coming into view slowly: more cut views than probe_views, still compared afterwards.
+    cut = [see(linker, 1 + k, View("t2", unit(rng, c), whole=False))[0] for k in range(5)]
+    assert all(link.pending for link in cut)
+    (back,) = see(linker, 6, ("t2", unit(rng, a)))
+    assert back.absorbed == "t2" and back.object_id == "t1"
+    # One that is never seen whole ends its probation after PROBE_SPAN x probe_views views.
+    linker.end("t2")
+    links = [see(linker, 10 + k, View("t3", unit(rng, c), whole=False))[0]
+             for k in range(PROBE_SPAN * 3)]  # fmt: skip
+    assert [link.pending for link in links] == [True] * (PROBE_SPAN * 3 - 1) + [False]
+    assert links[-1].object_id == "t3"
 
 
 def test_co_visible_and_forgotten_objects_are_never_candidates():

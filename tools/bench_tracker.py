@@ -30,9 +30,8 @@ import cv2
 import numpy as np
 
 from agent.config import AgentConfig, MatchPolicyConfig, TrackConfig
-from agent.decide.link import TrackLinker, View
+from agent.decide.link import TrackLinker, View, shows_whole
 from agent.decide.policy import decision_rule
-from agent.events import BBox
 from agent.runtime.images import ArrayImage
 from agent.stream.track import ByteTracker, assign, iou_matrix
 
@@ -60,11 +59,6 @@ class Linking:
 
     def linker(self) -> TrackLinker:
         return TrackLinker(self.track.remember_s, self.track.link_views)
-
-    @staticmethod
-    def inside(box, width: int, height: int) -> bool:
-        x, y, w, h = box
-        return BBox(x=int(x), y=int(y), w=int(w), h=int(h)).inside(width, height)
 
     def space(self, frame: np.ndarray, boxes: list) -> np.ndarray:
         crops = []
@@ -144,7 +138,7 @@ def run(csv_path: Path, args, rng, linking: Linking | None) -> dict:
         if linking and linker and out:
             space = linking.space(frame, [b for _, b in out])
             height, width = frame.shape[:2]
-            views = [View(tid, v, linking.inside(b, width, height))
+            views = [View(tid, v, shows_whole(b, width, height))
                      for (tid, b), v in zip(out, space, strict=True)]  # fmt: skip
             for link, (tid, _) in zip(linker.observe(views, f / FPS, linking.rule), out,
                                       strict=True):  # fmt: skip

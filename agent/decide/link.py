@@ -5,10 +5,10 @@ longer than the tracker's memory: it ends the old track and starts a new one. Th
 after extraction, on the embeddings in the gallery's search space, one frame at a time.
 
 The objects of a source last seen before a new track began, and within `remember_s`, are a small
-gallery; the new track's first `probe_views` views are a query against it. A view's score
-against an object is its similarity to the nearest of the object's recent views, averaged over
-the new track's whole views (boxes not cut by the frame's edge: an object coming into view
-shows only part of itself). The track continues the best object when that score is
+gallery; the new track's first `probe_views` whole views (boxes clear of the frame's edge: an
+object coming into view shows only part of itself) are a query against it. A view's score
+against an object is its similarity to the nearest of the object's recent whole views, averaged
+over the new track's whole views. The track continues the best object when that score is
 
 - at least as alike as two views of one gallery object must be (`same_object`, calibrated
   from the gallery for the target precision),
@@ -37,6 +37,8 @@ KEPT_VIEWS = 16  # recent whole views per object that a new view is compared wit
 IMPOSTOR_SAMPLES = 4000
 MIN_IMPOSTORS = 20  # below this many the scene's own impostors do not raise the bar
 IMPOSTOR_QUANTILE = 0.99
+PROBE_SPAN = 3  # a track cut by the edge most of the time is on probation this x link_views views
+EDGE_MARGIN = 0.1  # fraction of a box's side: a box nearer the frame's edge may be cut by it
 
 
 @dataclass
@@ -57,10 +59,19 @@ class _Probe:
     whole: list[np.ndarray] = field(default_factory=list)
 
 
+def shows_whole(box: tuple[float, float, float, float], width: int, height: int) -> bool:
+    """Whether a box (x, y, w, h) shows its object whole: clear of the frame's edges by a tenth
+    of its own size, since the box of an object cut by the edge may end a little short of it
+    (a detector's boxes are that loose), and a cut view scores low against the whole object."""
+    x, y, w, h = box
+    mx, my = max(1.0, EDGE_MARGIN * w), max(1.0, EDGE_MARGIN * h)
+    return x >= mx and y >= my and x + w <= width - mx and y + h <= height - my
+
+
 @dataclass(frozen=True)
 class View:
-    """One crop of a track in a frame: its unit vector in search space, and whether its box
-    lies inside the frame (not cut by the edge)."""
+    """One crop of a track in a frame: its unit vector in search space, and whether it shows
+    the object whole (`shows_whole`)."""
 
     track_id: str
     vector: np.ndarray
@@ -152,7 +163,8 @@ class TrackLinker:
             probe.whole.append(view.vector)
         found = self._nearest(probe, earlier, rule) if view.whole and earlier else None
         if found is None:
-            if probe.views >= self.probe_views or not earlier:
+            compared = len(probe.whole) >= self.probe_views
+            if compared or probe.views >= PROBE_SPAN * self.probe_views or not earlier:
                 del self._probes[view.track_id]
                 return Link(obj.id)
             return Link(obj.id, pending=True)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from agent.config import AgentConfig
-from agent.decide.link import TrackLinker, View
+from agent.decide.link import TrackLinker, View, shows_whole
 from agent.decide.objects import Decision, ObjectEvidence, SourceDecider, UnknownRegistry
 from agent.decide.policy import DecisionRule, decision_rule
 from agent.events import MatchEvent, RankedIdentity, TrackEvent, encode_embedding
@@ -199,9 +199,9 @@ class Pipeline:
         rule = self.rule(frame.source_id)
         space = self.live.gallery.to_search_space(np.stack([v for _, v in seen]))
         height, width = frame.pixels.shape[:2]
-        links = linker.observe([View(crop.object_id, vector, crop.bbox.inside(width, height))
-                                for (crop, _), vector in zip(seen, space, strict=True)],
-                               frame.media_time, rule)  # fmt: skip
+        views = [View(crop.object_id, vector, shows_whole(crop.bbox.xywh, width, height))
+                 for (crop, _), vector in zip(seen, space, strict=True)]  # fmt: skip
+        links = linker.observe(views, frame.media_time, rule)
         for link in links:
             if link.absorbed is not None:
                 log.info("source %s: track %s is %s again (frame %d)", frame.source_id,
