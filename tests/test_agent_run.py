@@ -67,6 +67,23 @@ def test_default_policy_decides_each_appearance_once_and_right(gallery, tmp_path
     assert all(e["evidence_frames"] >= 3 and e["margin"] > 0 for e in agent.events)
 
 
+def test_an_appearance_judged_as_it_ends_is_reported_at_its_last_frame(gallery, tmp_path):
+    """With more evidence asked for than an appearance has, each is decided when the scene
+    cut ends it; the event names the appearance's last frame, not the next scene's first."""
+    policy = {"cooldown_s": 10.0, "min_frames": 1000, "threshold": "auto",
+              "unknown_threshold": "auto", "min_margin": "auto"}  # fmt: skip
+    config = agent_config(tmp_path / "state", gallery, match=policy,
+                          detect={"change_threshold": 0.02})  # fmt: skip
+    agent = AgentProcess(tmp_path, config, "--fast", "-s", f"cam={CLIP}")
+    assert agent.wait() == 0, agent.log()
+    gt = truth()
+    named = [(e["frame_index"], e["identity"]) for e in agent.events if e["identity"]]
+    assert len(named) >= 6, agent.events
+    for frame, identity in named:
+        assert gt[frame] == identity, (frame, identity)
+        assert gt.get(frame + 1) != identity  # the last frame of its appearance
+
+
 def test_change_gate_reuses_unchanged_frames(gallery, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()

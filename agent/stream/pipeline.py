@@ -79,6 +79,7 @@ class Pipeline:
         self.top_k = max((d.cfg.top_k for d in self.deciders.values()), default=1)
         self._last: dict[str, list[tuple[Crop, np.ndarray]]] = {}  # crops of the last fresh frame
         self._crops: dict[str, Crop] = {}  # each open object's latest crop (bbox, thumbnail)
+        self._shown: dict[str, tuple[int, float]] = {}  # open object -> last frame (index, time)
         self._by_id = {s.id: s for s in sources}
         self._rules: dict[str, DecisionRule] = {}
         self._rules_for = -1  # LiveGallery.reloads of the gallery the rules were made for
@@ -159,6 +160,7 @@ class Pipeline:
             linker = self.linkers.get(frame.source_id)
             objects = self._objects_of(frame, seen, linker, pending)
             for (crop, vector), (oid, held) in zip(seen, objects, strict=True):
+                self._shown[oid] = (frame.index, frame.media_time)
                 if frame.reused and not decider.per_frame:
                     if not decider.seen(oid, frame.media_time) or held:
                         continue  # same evidence, same answer: no search
@@ -209,6 +211,7 @@ class Pipeline:
                 decider.merge(link.absorbed, link.object_id, frame.media_time)
                 pending.pop(link.absorbed, None)
                 self._crops.pop(link.absorbed, None)
+                self._shown.pop(link.absorbed, None)
                 self._track_events(frame, "end", (link.absorbed,))
                 self.metrics.count("tracks_linked")
         return [(link.object_id, link.pending) for link in links]
@@ -285,6 +288,7 @@ class Pipeline:
             if p.final:
                 self.deciders[p.source_id].end(p.object_id)
                 self._crops.pop(p.object_id, None)
+                self._shown.pop(p.object_id, None)
 
     def _publish(
         self,
@@ -295,12 +299,14 @@ class Pipeline:
         search_ms: float,
     ) -> None:
         frame, crop = pending.frame, self._crops[pending.object_id]
+        # The frame the object was last seen in: an object judged as it ends is not in `frame`.
+        index, media_time = self._shown.get(pending.object_id, (frame.index, frame.media_time))
         decider = self.deciders[pending.source_id]
         event = MatchEvent(
             device_id=self.cfg.device_id,
             source_id=pending.source_id,
-            frame_index=frame.index,
-            frame_time_s=round(frame.media_time, 3),
+            frame_index=index,
+            frame_time_s=round(media_time, 3),
             bbox=crop.bbox,
             landmarks=[(round(x, 1), round(y, 1)) for x, y in crop.landmarks]
             if crop.landmarks else None,
