@@ -98,6 +98,25 @@ def test_an_object_is_decided_once_after_min_frames_and_again_only_when_it_chang
     assert decider.judge("cam-2", result(("c", 0.9)), RULE, 7.0, final=True).identity == "c"
 
 
+def test_an_object_whose_own_views_name_other_identities_is_not_decided():
+    """The mean of an object's views leads for `a`, but 2 of its 6 views, each searched alone,
+    put `b` first: more than 1 - target_precision disagree, so nothing is published; an object
+    whose views all say `a` is decided on the same mean."""
+    policy = MatchPolicyConfig(min_frames=3, cooldown_s=0.5, target_precision=0.95)
+    decider = SourceDecider("cam", policy, UnknownRegistry(60))
+    v = np.ones(4) / 2
+    lead = result(("a", 0.9), ("b", 0.8))
+    for t, name in enumerate(["a", "b", "a", "a", "b", "a"]):
+        decider.observe("split", v, 1.0, float(t), name)
+        assert decider.judge("split", lead, RULE, float(t)) is None
+    assert decider.objects["split"].agreement("a") == 4 / 6
+    assert decider.judge("split", lead, RULE, 6.0, final=True) is None
+    for t in range(3):
+        decider.observe("whole", v, 1.0, 10.0 + t, "a")
+    decided = decider.judge("whole", lead, RULE, 12.0)
+    assert decided is not None and decided.identity == "a"
+
+
 def test_cooldown_applies_per_object_and_identity():
     decider = SourceDecider("cam", MatchPolicyConfig(min_frames=1, cooldown_s=10),
                             UnknownRegistry(60))  # fmt: skip

@@ -3,10 +3,14 @@
 Each object accumulates its crops' embeddings, weighted by crop quality (detector score times
 relative sharpness). After every frame the object's mean embedding is searched and judged by the
 match policy; a decision is published once the object has `min_frames` frames of evidence (or
-when it ends sooner), and again only when the decision changes. Per source and identity, a new
-object within `cooldown_s` of media time of the last event for that identity is held back, so
-one person standing in view gives one event, and leaving and coming back gives a new one after
-the cool-down. Unknown objects get an `unknown_id` from a registry shared by every source.
+when it ends sooner), and again only when the decision changes. The object's views must also
+agree with the decision: when more than 1 - target_precision of them, each searched on its own,
+name another identity first, the object sits between identities and nothing is published (the
+mean of many near-identical views can lead by a margin that no single view supports).
+Per source and identity, a new object within `cooldown_s` of media time of the last event for
+that identity is held back, so one person standing in view gives one event, and leaving and
+coming back gives a new one after the cool-down. Unknown objects get an `unknown_id` from a
+registry shared by every source.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,17 +52,27 @@ class ObjectEvidence:
     views: int = 0  # of which changed enough to add an embedding
     weight: float = 0.0
     total: np.ndarray | None = None
+    named: Counter[str] = field(default_factory=Counter)  # views' own top identity -> count
     published: set[str] = field(default_factory=set)  # labels published for this object
     decided: str | None = None  # the identity last published for it
     unknown_id: str | None = None
 
-    def add(self, vector: np.ndarray, quality: float, media_time: float) -> None:
+    def add(self, vector: np.ndarray, quality: float, media_time: float,
+            named: str | None = None) -> None:  # fmt: skip
+        if named is not None:
+            self.named[named] += 1
         w = max(quality, 1e-3)
         self.total = vector * w if self.total is None else self.total + vector * w
         self.weight += w
         self.frames += 1
         self.views += 1
         self.last_seen = media_time
+
+    def agreement(self, identity: str) -> float:
+        """The share of the views searched on their own that name `identity` first (1.0 when
+        none was)."""
+        total = sum(self.named.values())
+        return self.named[identity] / total if total else 1.0
 
     @property
     def vector(self) -> np.ndarray:
@@ -131,13 +146,13 @@ class SourceDecider:
     def single_id(self) -> str:
         return f"{self.source_id}-f{next(self._single)}"
 
-    def observe(
-        self, object_id: str, vector: np.ndarray, quality: float, media_time: float
-    ) -> ObjectEvidence:
+    def observe(self, object_id: str, vector: np.ndarray, quality: float, media_time: float,
+                named: str | None = None) -> ObjectEvidence:  # fmt: skip
+        """One more view of an object; `named`: the identity the view alone ranks first."""
         obj = self.objects.get(object_id)
         if obj is None:
             obj = self.objects[object_id] = ObjectEvidence(object_id, media_time, media_time)
-        obj.add(vector, quality, media_time)
+        obj.add(vector, quality, media_time, named)
         return obj
 
     def seen(self, object_id: str, media_time: float) -> bool:
@@ -169,6 +184,8 @@ class SourceDecider:
             return None
         if self.per_frame:
             return self._publish(obj, lab, media_time, rule, space_vector)
+        if lab.identity != UNKNOWN and obj.agreement(lab.identity) < self.cfg.target_precision:
+            return None  # its own views disagree: between identities
         if lab.identity in obj.published:
             return None
         if lab.identity == UNKNOWN and obj.published:

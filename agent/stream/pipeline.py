@@ -159,13 +159,16 @@ class Pipeline:
                 self._track_events(frame, "new", frame.started)
             linker = self.linkers.get(frame.source_id)
             objects = self._objects_of(frame, seen, linker, pending)
-            for (crop, vector), (oid, held) in zip(seen, objects, strict=True):
+            named = (self._named([v for _, v in seen])
+                     if seen and not frame.reused and not decider.per_frame
+                     else [None] * len(seen))  # fmt: skip
+            for (crop, vector), (oid, held), name in zip(seen, objects, named, strict=True):
                 self._shown[oid] = (frame.index, frame.media_time)
                 if frame.reused and not decider.per_frame:
                     if not decider.seen(oid, frame.media_time) or held:
                         continue  # same evidence, same answer: no search
                 else:
-                    decider.observe(oid, vector, crop.quality, frame.media_time)
+                    decider.observe(oid, vector, crop.quality, frame.media_time, name)
                     self._crops[oid] = crop
                     if held:
                         continue  # may yet turn out to be an earlier object: not judged yet
@@ -177,6 +180,13 @@ class Pipeline:
                     pending[oid] = _Pending(frame.source_id, oid, frame, stage_ms, True)
             self._track_events(frame, "end", ended)
         self._judge(list(pending.values()))
+
+    def _named(self, vectors: list[np.ndarray]) -> list[str | None]:
+        """The identity each view, searched on its own, ranks first (None: empty gallery)."""
+        gallery = self.live.gallery
+        results = gallery.search_space(gallery.to_search_space(np.stack(vectors)), k=1,
+                                       candidates=self.cfg.gallery.candidates)  # fmt: skip
+        return [r.identities[0].identity if r.identities else None for r in results]
 
     def _objects_of(
         self,
