@@ -142,6 +142,9 @@ class Pipeline:
         """Embed the fresh frames' crops in one batch, add them to their objects' evidence, then
         search and judge every object that changed or ended."""
         vectors, times = self._embed([f for f in frames if not f.reused])
+        over_time = [f for f in frames
+                     if not f.reused and not self.deciders[f.source_id].per_frame]  # fmt: skip
+        names = self._named(over_time, vectors)
         pending: dict[str, _Pending] = {}
         for frame in frames:
             source, decider = self._by_id[frame.source_id], self.deciders[frame.source_id]
@@ -159,9 +162,7 @@ class Pipeline:
                 self._track_events(frame, "new", frame.started)
             linker = self.linkers.get(frame.source_id)
             objects = self._objects_of(frame, seen, linker, pending)
-            named = (self._named([v for _, v in seen])
-                     if seen and not frame.reused and not decider.per_frame
-                     else [None] * len(seen))  # fmt: skip
+            named = names.get(id(frame)) or [None] * len(seen)
             for (crop, vector), (oid, held), name in zip(seen, objects, named, strict=True):
                 self._shown[oid] = (frame.index, frame.media_time)
                 if frame.reused and not decider.per_frame:
@@ -181,12 +182,21 @@ class Pipeline:
             self._track_events(frame, "end", ended)
         self._judge(list(pending.values()))
 
-    def _named(self, vectors: list[np.ndarray]) -> list[str | None]:
-        """The identity each view, searched on its own, ranks first (None: empty gallery)."""
+    def _named(
+        self, frames: list[Frame], vectors: dict[int, list[tuple[Crop, np.ndarray]]]
+    ) -> dict[int, list[str | None]]:
+        """For each frame, the identity each of its views ranks first when searched on its own
+        (one search for the batch; None: empty gallery)."""
+        views = [(id(f), v) for f in frames for _, v in vectors.get(id(f), [])]
+        if not views:
+            return {}
         gallery = self.live.gallery
-        results = gallery.search_space(gallery.to_search_space(np.stack(vectors)), k=1,
-                                       candidates=self.cfg.gallery.candidates)  # fmt: skip
-        return [r.identities[0].identity if r.identities else None for r in results]
+        space = gallery.to_search_space(np.stack([v for _, v in views]))
+        results = gallery.search_space(space, k=1, candidates=self.cfg.gallery.candidates)
+        names: dict[int, list[str | None]] = {}
+        for (key, _), r in zip(views, results, strict=True):
+            names.setdefault(key, []).append(r.identities[0].identity if r.identities else None)
+        return names
 
     def _objects_of(
         self,
