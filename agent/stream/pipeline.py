@@ -144,7 +144,7 @@ class Pipeline:
         vectors, times = self._embed([f for f in frames if not f.reused])
         over_time = [f for f in frames
                      if not f.reused and not self.deciders[f.source_id].per_frame]  # fmt: skip
-        names = self._named(over_time, vectors)
+        in_space = self._in_search_space(over_time, vectors)
         pending: dict[str, _Pending] = {}
         for frame in frames:
             source, decider = self._by_id[frame.source_id], self.deciders[frame.source_id]
@@ -161,8 +161,8 @@ class Pipeline:
                 self._last[frame.source_id] = seen
                 self._track_events(frame, "new", frame.started)
             linker = self.linkers.get(frame.source_id)
-            objects = self._objects_of(frame, seen, linker, pending)
-            named = names.get(id(frame)) or [None] * len(seen)
+            space, named = in_space.get(id(frame), (None, [None] * len(seen)))
+            objects = self._objects_of(frame, seen, space, linker, pending)
             for (crop, vector), (oid, held), name in zip(seen, objects, named, strict=True):
                 self._shown[oid] = (frame.index, frame.media_time)
                 if frame.reused and not decider.per_frame:
@@ -182,32 +182,39 @@ class Pipeline:
             self._track_events(frame, "end", ended)
         self._judge(list(pending.values()))
 
-    def _named(
+    def _in_search_space(
         self, frames: list[Frame], vectors: dict[int, list[tuple[Crop, np.ndarray]]]
-    ) -> dict[int, list[str | None]]:
-        """For each frame, the identity each of its views ranks first when searched on its own
-        (one search for the batch; None: empty gallery)."""
-        views = [(id(f), v) for f in frames for _, v in vectors.get(id(f), [])]
+    ) -> dict[int, tuple[np.ndarray, list[str | None]]]:
+        """For each frame, its views in the gallery's search space and the identity each ranks
+        first when searched on its own (one transform and one search for the batch; None: empty
+        gallery)."""
+        views = [v for f in frames for _, v in vectors.get(id(f), [])]
         if not views:
             return {}
         gallery = self.live.gallery
-        space = gallery.to_search_space(np.stack([v for _, v in views]))
+        space = gallery.to_search_space(np.stack(views))
         results = gallery.search_space(space, k=1, candidates=self.cfg.gallery.candidates)
-        names: dict[int, list[str | None]] = {}
-        for (key, _), r in zip(views, results, strict=True):
-            names.setdefault(key, []).append(r.identities[0].identity if r.identities else None)
-        return names
+        firsts = [r.identities[0].identity if r.identities else None for r in results]
+        out: dict[int, tuple[np.ndarray, list[str | None]]] = {}
+        start = 0
+        for f in frames:
+            if n := len(vectors.get(id(f), [])):
+                out[id(f)] = (space[start : start + n], firsts[start : start + n])
+                start += n
+        return out
 
     def _objects_of(
         self,
         frame: Frame,
         seen: list[tuple[Crop, np.ndarray]],
+        space: np.ndarray | None,
         linker: TrackLinker | None,
         pending: dict[str, _Pending],
     ) -> list[tuple[str, bool]]:
         """Each crop's object id, and whether the object is held back from judgement (a new
-        track that may continue an earlier object). Fresh views go to the source's linker; a
-        track it finds to continue an earlier object is merged into it."""
+        track that may continue an earlier object). Fresh views (`space`: in search space) go
+        to the source's linker; a track it finds to continue an earlier object is merged into
+        it."""
         decider = self.deciders[frame.source_id]
         if decider.per_frame:
             return [(decider.single_id(), False) for _ in seen]
@@ -216,10 +223,9 @@ class Pipeline:
         if frame.reused:
             return [(linker.object_of(c.object_id), linker.on_probation(c.object_id))
                     for c, _ in seen]  # fmt: skip
-        if not seen:
+        if space is None:
             return []
         rule = self.rule(frame.source_id)
-        space = self.live.gallery.to_search_space(np.stack([v for _, v in seen]))
         height, width = frame.pixels.shape[:2]
         views = [View(crop.object_id, vector, shows_whole(crop.bbox.xywh, width, height))
                  for (crop, _), vector in zip(seen, space, strict=True)]  # fmt: skip
