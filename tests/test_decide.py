@@ -55,6 +55,26 @@ def test_thresholds_follow_the_target_precision_and_unknown_share():
     assert not few.calibrated and "too few" in few.note
 
 
+def test_near_duplicate_images_do_not_make_the_thresholds_lax():
+    """Frames of one burst enrolled together: each is a near-copy of another image of its
+    identity. Left in, a copy answers for its twin and every genuine sample looks easy."""
+    vectors, ids = clustered(12, 6, 1.6, seed=3)
+    rng = np.random.default_rng(1)
+    copies = vectors + 0.02 * rng.standard_normal(vectors.shape).astype(np.float32)
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    bursts = np.concatenate([vectors, copies])
+    plain = thresholds(measure(vectors, ids, 0.9), 0.95, 0.2)
+    burst = measure(bursts, ids + ids, 0.9)
+    # each genuine sample is scored without its twin: right as often as without copies ...
+    assert burst.genuine[:, 2].mean() < 0.9
+    with_copies = thresholds(burst, 0.95, 0.2)
+    # ... so the gallery does not promise more than the gallery without copies
+    assert with_copies.expected_recall <= plain.expected_recall + 0.05
+    assert with_copies.min_margin >= 0.8 * plain.min_margin
+    # views for unknown ids and track links still see the nearest other image
+    assert burst.views[:, 0].min() > 0.95
+
+
 def test_decision_rule_uses_numbers_that_override_the_calibration():
     vectors, ids = clustered(8, 5, 0.5)
     samples = measure(vectors, ids, 0.9)

@@ -1,5 +1,6 @@
 """The gallery: USearch index + SQLite metadata, crash repair, locking, model checks."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -130,6 +131,23 @@ def test_crash_between_metadata_and_index_is_repaired(tmp_path):
     with Gallery.open(tmp_path / "g") as reader:
         assert reader.repaired is None
         assert len(reader.index) == 31
+
+
+def test_calibration_saved_by_an_older_method_is_measured_again(tmp_path):
+    make(tmp_path / "g")
+    with Gallery.open(tmp_path / "g", writable=True) as g:
+        stale = g.calibration.to_json()
+        del stale["method"]
+        stale["genuine"] = [[0.99, 0.9, 1.0]] * 12  # what an older method measured
+        with g.store.transaction():
+            g.store.set_meta(calibration=json.dumps(stale))
+    with Gallery.open(tmp_path / "g") as reader:  # a reader measures it for itself
+        assert reader.calibration.genuine.shape == (30, 3)
+    with Gallery.open(tmp_path / "g", writable=True) as writer:  # a writer saves it
+        assert writer.repaired and "older" in writer.repaired
+    with Gallery.open(tmp_path / "g") as reader:
+        assert reader.repaired is None
+        assert len(json.loads(reader.store.meta_value("calibration"))["genuine"]) == 30
 
 
 def test_corrupt_index_file_is_rebuilt_not_served(tmp_path):

@@ -3,8 +3,14 @@
 Score scales move with the model, whitening and identity aggregation, so no fixed number fits
 every gallery. Instead each gallery measures how its own images score:
 
-* genuine: every image of an identity with at least two images, searched against the gallery
-  without it (its identity's centroid recomputed without it: leave-one-image-out);
+* genuine: every image of an identity with at least two captures, searched against the gallery
+  without its capture (leave-one-capture-out): without the image itself and without the images
+  of its identity that are near-duplicates of it, and with its identity's centroid recomputed
+  without them. Near-duplicates are images more alike than 99 in 100 images are to their
+  nearest image of another identity: frames of one burst, one video or one re-id tracklet.
+  Left in, they score a genuine query higher than a new sighting of the object ever will (a new
+  camera frame is a new capture), and the thresholds would be too lax. An image whose other
+  images are all that alike is only left out itself: its identity is a tight cluster;
 * impostor: the same image against the other identities only (leave-one-identity-out), which is
   what an object that was never enrolled scores.
 
@@ -30,6 +36,8 @@ import numpy as np
 from agent.gallery.scoring import blend, normalise
 
 MAX_SAMPLES = 2000  # queries drawn from larger galleries (fixed seed)
+METHOD = 2  # of measure(): samples stored by an older method are measured again
+DUPLICATE_QUANTILE = 0.99  # of images' nearest-other-identity similarity: above it, one capture
 BLOCK = 256  # query rows scored at once
 NO_RUNNER_UP = 0.0  # runner-up score when there is none: unrelated (cosine 0)
 
@@ -46,6 +54,7 @@ class Samples:
 
     def to_json(self) -> dict:
         return {
+            "method": METHOD,
             "genuine": np.round(self.genuine, 5).tolist(),
             "impostor": np.round(self.impostor, 5).tolist(),
             "views": np.round(self.views, 5).tolist(),
@@ -91,13 +100,12 @@ def _r(x: float | None) -> float | None:
 def measure(
     vectors: np.ndarray, identities: Sequence[str], identity_weight: float, seed: int = 0
 ) -> Samples:
-    """Leave-one-image-out and leave-one-identity-out samples of a gallery in search space
+    """Leave-one-capture-out and leave-one-identity-out samples of a gallery in search space
     (unit vectors, one row per image)."""
     names, owner = np.unique(np.asarray(identities), return_inverse=True)
     n, k = len(owner), len(names)
     if k < 2:
         return Samples(np.zeros((0, 3)), np.zeros((0, 2)))
-    counts = np.bincount(owner, minlength=k)
     sums = np.zeros((k, vectors.shape[1]), np.float64)
     np.add.at(sums, owner, vectors)
     centroids = normalise(sums).astype(np.float32)
@@ -106,22 +114,31 @@ def measure(
     rows = np.arange(n)
     if n > MAX_SAMPLES:
         rows = np.sort(np.random.default_rng(seed).choice(n, MAX_SAMPLES, replace=False))
+    blocks = [rows[start : start + BLOCK] for start in range(0, len(rows), BLOCK)]
+    duplicate = _duplicate_bar(vectors, owner, blocks)
     genuine, impostor, views = [], [], []
-    for start in range(0, len(rows), BLOCK):
-        idx = rows[start : start + BLOCK]
+    for idx in blocks:
         q = vectors[idx]
         image = q @ vectors.T
-        image[np.arange(len(idx)), idx] = -np.inf  # the image itself is left out
-        best = np.maximum.reduceat(image[:, order], starts, axis=1)  # [b, k] best image
-        cent = q @ centroids.T
         own = owner[idx]
-        alone = counts[own] < 2
-        same = best[np.arange(len(idx)), own]
-        others = best.copy()
-        others[np.arange(len(idx)), own] = -np.inf
-        views.append(np.stack([same, others.max(axis=1)], axis=1)[~alone])
-        loo = normalise(sums[own] - q).astype(np.float32)  # own centroid without the image
-        cent[np.arange(len(idx)), own] = np.einsum("ij,ij->i", q, loo)
+        image[np.arange(len(idx)), idx] = -np.inf  # the image itself is left out
+        seen = np.maximum.reduceat(image[:, order], starts, axis=1)  # [b, k] best image
+        same = seen[np.arange(len(idx)), own]
+        seen[np.arange(len(idx)), own] = -np.inf
+        has_view = np.isfinite(same)
+        views.append(np.stack([same, seen.max(axis=1)], axis=1)[has_view])
+        kin = owner[None, :] == own[:, None]
+        itself = np.zeros_like(kin)
+        itself[np.arange(len(idx)), idx] = True
+        left_out = itself | (kin & (image > duplicate))  # its capture
+        only_copies = ~(kin & ~left_out).any(axis=1)
+        left_out[only_copies] = itself[only_copies]  # all alike: the tight cluster it is
+        image[left_out] = -np.inf
+        best = np.maximum.reduceat(image[:, order], starts, axis=1)
+        cent = q @ centroids.T
+        alone = ~np.isfinite(best[np.arange(len(idx)), own])  # no other capture of its own
+        rest = normalise(sums[own] - left_out.astype(np.float32) @ vectors)  # centroid without it
+        cent[np.arange(len(idx)), own] = np.einsum("ij,ij->i", q, rest.astype(np.float32))
         scores = blend(best, cent, identity_weight) if identity_weight else best
         scores[alone, own[alone]] = -np.inf
         own_score = scores[np.arange(len(idx)), own].copy()
@@ -135,6 +152,17 @@ def measure(
         second = np.where(right, other[keep], np.maximum(own_score[keep], runner[keep]))
         genuine.append(np.stack([top, top - second, right.astype(np.float64)], axis=1))
     return Samples(np.concatenate(genuine), np.concatenate(impostor), np.concatenate(views))
+
+
+def _duplicate_bar(vectors: np.ndarray, owner: np.ndarray, blocks: list[np.ndarray]) -> float:
+    """The similarity above which two images of one identity are one capture: what only 1 in
+    100 images reaches against its nearest image of another identity."""
+    nearest_other = []
+    for idx in blocks:
+        image = vectors[idx] @ vectors.T
+        image[owner[None, :] == owner[idx][:, None]] = -np.inf
+        nearest_other.append(image.max(axis=1))
+    return float(np.quantile(np.concatenate(nearest_other), DUPLICATE_QUANTILE))
 
 
 def _unknown_threshold(

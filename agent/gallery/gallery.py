@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agent.atomic import atomic_write_with
-from agent.gallery.calibration import Samples, measure
+from agent.gallery.calibration import METHOD, Samples, measure
 from agent.gallery.scoring import (
     ScoredImage,
     SearchResult,
@@ -234,7 +234,7 @@ class Gallery:
 
     def _calibration_outdated(self) -> bool:
         text = self.store.meta_value("calibration")
-        return not text or "views" not in json.loads(text)
+        return not text or json.loads(text).get("method") != METHOD
 
     def _repair(self, problem: str) -> None:
         self._repaired = problem
@@ -345,10 +345,12 @@ class Gallery:
     @property
     def calibration(self) -> Samples:
         """The samples measured at the last save; measured now for a gallery saved before
-        calibration existed (a writer saves them: any change, or `agent gallery repair`)."""
+        this calibration method (a writer saves them: any change, or `agent gallery repair`)."""
         if self._calibration is None:
             text = self.store.meta_value("calibration")
-            self._calibration = Samples.from_json(json.loads(text)) if text else self._measure()
+            stored = json.loads(text) if text else {}
+            current = stored.get("method") == METHOD
+            self._calibration = Samples.from_json(stored) if current else self._measure()
         return self._calibration
 
     # ---- changes --------------------------------------------------------------------------
