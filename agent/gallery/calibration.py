@@ -109,6 +109,7 @@ def measure(
     sums = np.zeros((k, vectors.shape[1]), np.float64)
     np.add.at(sums, owner, vectors)
     centroids = normalise(sums).astype(np.float32)
+    counts = np.bincount(owner, minlength=k)
     order = np.argsort(owner, kind="stable")
     starts = np.searchsorted(owner[order], np.arange(k))
     rows = np.arange(n)
@@ -118,31 +119,29 @@ def measure(
     duplicate = _duplicate_bar(vectors, owner, blocks)
     genuine, impostor, views = [], [], []
     for idx in blocks:
-        q = vectors[idx]
+        q, own, at = vectors[idx], owner[idx], np.arange(len(idx))
         image = q @ vectors.T
-        own = owner[idx]
-        image[np.arange(len(idx)), idx] = -np.inf  # the image itself is left out
-        seen = np.maximum.reduceat(image[:, order], starts, axis=1)  # [b, k] best image
-        same = seen[np.arange(len(idx)), own]
-        seen[np.arange(len(idx)), own] = -np.inf
-        has_view = np.isfinite(same)
-        views.append(np.stack([same, seen.max(axis=1)], axis=1)[has_view])
-        kin = owner[None, :] == own[:, None]
-        itself = np.zeros_like(kin)
-        itself[np.arange(len(idx)), idx] = True
-        left_out = itself | (kin & (image > duplicate))  # its capture
-        only_copies = ~(kin & ~left_out).any(axis=1)
-        left_out[only_copies] = itself[only_copies]  # all alike: the tight cluster it is
-        image[left_out] = -np.inf
-        best = np.maximum.reduceat(image[:, order], starts, axis=1)
+        image[at, idx] = -np.inf  # the image itself is left out
+        image = image[:, order]  # grouped by identity
+        best = np.maximum.reduceat(image, starts, axis=1)  # [b, k] best image
+        same = best[at, own]
+        others = best.copy()
+        others[at, own] = -np.inf
+        views.append(np.stack([same, others.max(axis=1)], axis=1)[np.isfinite(same)])
+        rest = sums[own] - q  # its identity without its capture
+        for r, o in enumerate(own):
+            kin = slice(starts[o], starts[o] + counts[o])
+            copies = image[r, kin] > duplicate  # the rest of its capture
+            if copies.any() and copies.sum() < counts[o] - 1:  # all alike: a tight cluster
+                rest[r] -= vectors[order[kin][copies]].sum(axis=0)
+                best[r, o] = np.where(copies, -np.inf, image[r, kin]).max()
         cent = q @ centroids.T
-        alone = ~np.isfinite(best[np.arange(len(idx)), own])  # no other capture of its own
-        rest = normalise(sums[own] - left_out.astype(np.float32) @ vectors)  # centroid without it
-        cent[np.arange(len(idx)), own] = np.einsum("ij,ij->i", q, rest.astype(np.float32))
+        cent[at, own] = np.einsum("ij,ij->i", q, normalise(rest).astype(np.float32))
+        alone = ~np.isfinite(best[at, own])  # no other capture of its own
         scores = blend(best, cent, identity_weight) if identity_weight else best
         scores[alone, own[alone]] = -np.inf
-        own_score = scores[np.arange(len(idx)), own].copy()
-        scores[np.arange(len(idx)), own] = -np.inf
+        own_score = scores[at, own].copy()
+        scores[at, own] = -np.inf
         top2 = -np.sort(-scores, axis=1)[:, :2]
         other, runner = top2[:, 0], np.where(np.isfinite(top2[:, 1]), top2[:, 1], NO_RUNNER_UP)
         impostor.append(np.stack([other, other - runner], axis=1))
