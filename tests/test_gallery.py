@@ -133,7 +133,7 @@ def test_crash_between_metadata_and_index_is_repaired(tmp_path):
         assert len(reader.index) == 31
 
 
-def test_calibration_saved_by_an_older_method_is_measured_again(tmp_path):
+def test_calibration_saved_by_an_older_method_is_measured_again(tmp_path, caplog):
     make(tmp_path / "g")
     with Gallery.open(tmp_path / "g", writable=True) as g:
         stale = g.calibration.to_json()
@@ -143,6 +143,7 @@ def test_calibration_saved_by_an_older_method_is_measured_again(tmp_path):
             g.store.set_meta(calibration=json.dumps(stale))
     with Gallery.open(tmp_path / "g") as reader:  # a reader measures it for itself
         assert reader.calibration.genuine.shape == (30, 3)
+    assert "older agent" in caplog.text and "agent gallery repair" in caplog.text
     with Gallery.open(tmp_path / "g", writable=True) as writer:  # a writer saves it
         assert writer.repaired and "older" in writer.repaired
     with Gallery.open(tmp_path / "g") as reader:

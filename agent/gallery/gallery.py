@@ -349,8 +349,14 @@ class Gallery:
         if self._calibration is None:
             text = self.store.meta_value("calibration")
             stored = json.loads(text) if text else {}
-            current = stored.get("method") == METHOD
-            self._calibration = Samples.from_json(stored) if current else self._measure()
+            if stored.get("method") == METHOD:
+                self._calibration = Samples.from_json(stored)
+            else:
+                if not self.writable and self.count:
+                    log.warning("gallery %s: its decision calibration was saved by an older "
+                                "agent; measured again in memory (`agent gallery repair` "
+                                "saves it)", self.path)  # fmt: skip
+                self._calibration = self._measure()
         return self._calibration
 
     # ---- changes --------------------------------------------------------------------------
