@@ -73,6 +73,15 @@ def test_near_duplicate_images_do_not_make_the_thresholds_lax():
     assert with_copies.min_margin >= 0.8 * plain.min_margin
     # views for unknown ids and track links still see the nearest other image
     assert burst.views[:, 0].min() > 0.95
+    assert burst.all_alike == 0 and with_copies.note == ""
+    # one burst per identity: nothing but twins to learn from, and the thresholds say so
+    singles = np.concatenate([vectors[::6], copies[::6]])
+    single = measure(singles, ids[::6] * 2, 0.9)
+    assert (single.all_alike, single.identities) == (12, 12)
+    assert (
+        "12 of 12 identities have only near-identical images" in thresholds(single, 0.95, 0.2).note
+    )
+    assert Samples.from_json(single.to_json()).all_alike == 12
 
 
 def test_decision_rule_uses_numbers_that_override_the_calibration():

@@ -10,7 +10,8 @@ every gallery. Instead each gallery measures how its own images score:
   nearest image of another identity: frames of one burst, one video or one re-id tracklet.
   Left in, they score a genuine query higher than a new sighting of the object ever will (a new
   camera frame is a new capture), and the thresholds would be too lax. An image whose other
-  images are all that alike is only left out itself: its identity is a tight cluster;
+  images are all that alike is only left out itself: its identity is one burst or a tight
+  cluster, which the gallery cannot tell apart (the thresholds' note counts such identities);
 * impostor: the same image against the other identities only (leave-one-identity-out), which is
   what an object that was never enrolled scores.
 
@@ -46,11 +47,15 @@ NO_RUNNER_UP = 0.0  # runner-up score when there is none: unrelated (cosine 0)
 class Samples:
     """Per sampled gallery image: genuine (top, margin, right) and impostor (top, margin)
     identity decisions, and views (nearest other image of the same object, nearest image of
-    any other object): what "the same object seen again" looks like between two views."""
+    any other object): what "the same object seen again" looks like between two views.
+    `all_alike`: identities (of `identities` with two images or more) whose images are all
+    near-copies of each other, one burst or a tight cluster: the gallery cannot tell which."""
 
     genuine: np.ndarray  # [n, 3]
     impostor: np.ndarray  # [m, 2]
     views: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # [v, 2]
+    all_alike: int = 0
+    identities: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -58,6 +63,8 @@ class Samples:
             "genuine": np.round(self.genuine, 5).tolist(),
             "impostor": np.round(self.impostor, 5).tolist(),
             "views": np.round(self.views, 5).tolist(),
+            "all_alike": self.all_alike,
+            "identities": self.identities,
         }
 
     @classmethod
@@ -65,7 +72,8 @@ class Samples:
         genuine = np.asarray(data.get("genuine", []), np.float64).reshape(-1, 3)
         impostor = np.asarray(data.get("impostor", []), np.float64).reshape(-1, 2)
         views = np.asarray(data.get("views", []), np.float64).reshape(-1, 2)
-        return cls(genuine, impostor, views)
+        return cls(genuine, impostor, views, int(data.get("all_alike", 0)),
+                   int(data.get("identities", 0)))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,7 @@ def measure(
         rows = np.sort(np.random.default_rng(seed).choice(n, MAX_SAMPLES, replace=False))
     blocks = [rows[start : start + BLOCK] for start in range(0, len(rows), BLOCK)]
     duplicate = _duplicate_bar(vectors, owner, blocks)
-    genuine, impostor, views = [], [], []
+    genuine, impostor, views, all_alike = [], [], [], set()
     for idx in blocks:
         q, own, at = vectors[idx], owner[idx], np.arange(len(idx))
         image = q @ vectors.T
@@ -132,7 +140,9 @@ def measure(
         for r, o in enumerate(own):
             kin = slice(starts[o], starts[o] + counts[o])
             copies = image[r, kin] > duplicate  # the rest of its capture
-            if copies.any() and copies.sum() < counts[o] - 1:  # all alike: a tight cluster
+            if counts[o] > 1 and copies.sum() == counts[o] - 1:
+                all_alike.add(int(o))  # nothing to leave out but the image itself
+            elif copies.any():
                 rest[r] -= vectors[order[kin][copies]].sum(axis=0)
                 best[r, o] = np.where(copies, -np.inf, image[r, kin]).max()
         cent = q @ centroids.T
@@ -150,7 +160,8 @@ def measure(
         top = np.maximum(own_score[keep], other[keep])
         second = np.where(right, other[keep], np.maximum(own_score[keep], runner[keep]))
         genuine.append(np.stack([top, top - second, right.astype(np.float64)], axis=1))
-    return Samples(np.concatenate(genuine), np.concatenate(impostor), np.concatenate(views))
+    return Samples(np.concatenate(genuine), np.concatenate(impostor), np.concatenate(views),
+                   len(all_alike), int((counts > 1).sum()))  # fmt: skip
 
 
 def _duplicate_bar(vectors: np.ndarray, owner: np.ndarray, blocks: list[np.ndarray]) -> float:
@@ -211,8 +222,16 @@ def thresholds(samples: Samples, target_precision: float, unknown_share: float) 
                           "precision on this gallery: nothing will be matched")  # fmt: skip
     i = reach[-1]
     return Thresholds(float(margin[i]), unknown, float(precision[i]),
-                      float(tp[i] / (1.0 - unknown_share)),
+                      float(tp[i] / (1.0 - unknown_share)), note=_all_alike_note(samples),
                       same_object=_same_object(samples.views, target_precision))  # fmt: skip
+
+
+def _all_alike_note(samples: Samples) -> str:
+    if not samples.all_alike:
+        return ""
+    return (f"{samples.all_alike} of {samples.identities} identities have only near-identical "
+            "images (one burst each?): a new photo of them scores lower than these expect; "
+            "enroll photos taken apart")  # fmt: skip
 
 
 def _same_object(views: np.ndarray, target: float) -> float | None:

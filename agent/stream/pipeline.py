@@ -98,7 +98,7 @@ class Pipeline:
             self._rules_for = self.live.reloads
             for sid, rule in self._rules.items():
                 log.info("source %s decisions: %s", sid, rule.as_dict())
-                if not rule.calibrated:
+                if rule.note:
                     log.warning("source %s: %s", sid, rule.note)
         return self._rules[source_id]
 
