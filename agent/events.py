@@ -49,10 +49,6 @@ class BBox(BaseModel):
     def xywh(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.w, self.h)
 
-    def inside(self, width: int, height: int) -> bool:
-        """Not cut by the edge of a width x height frame."""
-        return self.x > 0 and self.y > 0 and self.x + self.w < width and self.y + self.h < height
-
 
 class RankedIdentity(BaseModel):
     """One of the identities nearest to a crop, best first."""
