@@ -123,56 +123,47 @@ def measure(
     rows = np.arange(n)
     if n > MAX_SAMPLES:
         rows = np.sort(np.random.default_rng(seed).choice(n, MAX_SAMPLES, replace=False))
-    blocks = [rows[start : start + BLOCK] for start in range(0, len(rows), BLOCK)]
-    duplicate = _duplicate_bar(vectors, owner, blocks)
-    genuine, impostor, views, all_alike = [], [], [], set()
-    for idx in blocks:
+    impostor, views, rivals = [], [], []
+    for start in range(0, len(rows), BLOCK):
+        idx = rows[start : start + BLOCK]
         q, own, at = vectors[idx], owner[idx], np.arange(len(idx))
         image = q @ vectors.T
         image[at, idx] = -np.inf  # the image itself is left out
-        image = image[:, order]  # grouped by identity
-        best = np.maximum.reduceat(image, starts, axis=1)  # [b, k] best image
+        best = np.maximum.reduceat(image[:, order], starts, axis=1)  # [b, k] best image
         same = best[at, own]
-        others = best.copy()
-        others[at, own] = -np.inf
-        views.append(np.stack([same, others.max(axis=1)], axis=1)[np.isfinite(same)])
-        rest = sums[own] - q  # its identity without its capture
-        for r, o in enumerate(own):
-            kin = slice(starts[o], starts[o] + counts[o])
-            copies = image[r, kin] > duplicate  # the rest of its capture
-            if counts[o] > 1 and copies.sum() == counts[o] - 1:
-                all_alike.add(int(o))  # nothing to leave out but the image itself
-            elif copies.any():
-                rest[r] -= vectors[order[kin][copies]].sum(axis=0)
-                best[r, o] = np.where(copies, -np.inf, image[r, kin]).max()
-        cent = q @ centroids.T
-        cent[at, own] = np.einsum("ij,ij->i", q, normalise(rest).astype(np.float32))
-        alone = ~np.isfinite(best[at, own])  # no other capture of its own
-        scores = blend(best, cent, identity_weight) if identity_weight else best
-        scores[alone, own[alone]] = -np.inf
-        own_score = scores[at, own].copy()
-        scores[at, own] = -np.inf
+        best[at, own] = -np.inf
+        views.append(np.stack([same, best.max(axis=1)], axis=1))
+        scores = blend(best, q @ centroids.T, identity_weight)
+        scores[at, own] = -np.inf  # the other identities only: never enrolled
         top2 = -np.sort(-scores, axis=1)[:, :2]
         other, runner = top2[:, 0], np.where(np.isfinite(top2[:, 1]), top2[:, 1], NO_RUNNER_UP)
         impostor.append(np.stack([other, other - runner], axis=1))
-        keep = ~alone
-        right = own_score[keep] > other[keep]
-        top = np.maximum(own_score[keep], other[keep])
-        second = np.where(right, other[keep], np.maximum(own_score[keep], runner[keep]))
-        genuine.append(np.stack([top, top - second, right.astype(np.float64)], axis=1))
-    return Samples(np.concatenate(genuine), np.concatenate(impostor), np.concatenate(views),
-                   len(all_alike), int((counts > 1).sum()))  # fmt: skip
-
-
-def _duplicate_bar(vectors: np.ndarray, owner: np.ndarray, blocks: list[np.ndarray]) -> float:
-    """The similarity above which two images of one identity are one capture: what only 1 in
-    100 images reaches against its nearest image of another identity."""
-    nearest_other = []
-    for idx in blocks:
-        image = vectors[idx] @ vectors.T
-        image[owner[None, :] == owner[idx][:, None]] = -np.inf
-        nearest_other.append(image.max(axis=1))
-    return float(np.quantile(np.concatenate(nearest_other), DUPLICATE_QUANTILE))
+        rivals.append(np.stack([other, runner], axis=1))
+    seen = np.concatenate(views)
+    duplicate = float(np.quantile(seen[:, 1], DUPLICATE_QUANTILE))  # nearest other identity
+    members = np.split(order, starts[1:])
+    genuine, all_alike = [], set()
+    for row, (other, runner) in zip(rows, np.concatenate(rivals), strict=True):
+        o = owner[row]
+        kin = members[o][members[o] != row]
+        if not len(kin):
+            continue  # no other image of its own
+        q = vectors[row]
+        likeness = vectors[kin] @ q
+        copies = likeness > duplicate  # the rest of its capture
+        if copies.all():
+            all_alike.add(int(o))  # nothing to leave out but the image itself
+            copies[:] = False
+        rest = sums[o] - q - vectors[kin[copies]].sum(axis=0)  # its identity without its capture
+        own_score = blend(float(likeness[~copies].max()), float(normalise(rest) @ q),
+                          identity_weight)  # fmt: skip
+        right = own_score > other
+        top = max(own_score, other)
+        second = other if right else max(own_score, runner)
+        genuine.append((top, top - second, float(right)))
+    return Samples(np.asarray(genuine, np.float64).reshape(-1, 3), np.concatenate(impostor),
+                   seen[np.isfinite(seen[:, 0])], len(all_alike),
+                   int((counts > 1).sum()))  # fmt: skip
 
 
 def _unknown_threshold(
