@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class _Shown:
+    """An open object's latest crop (bbox, thumbnail) and the frame it was last seen in."""
+
+    crop: Crop
+    index: int
+    media_time: float
+
+
+@dataclass(frozen=True)
 class _Pending:
     """An object to search and judge after this batch, with the frame it was last seen in."""
 
@@ -78,8 +87,7 @@ class Pipeline:
         }
         self.top_k = max((d.cfg.top_k for d in self.deciders.values()), default=1)
         self._last: dict[str, list[tuple[Crop, np.ndarray]]] = {}  # crops of the last fresh frame
-        self._crops: dict[str, Crop] = {}  # each open object's latest crop (bbox, thumbnail)
-        self._shown: dict[str, tuple[int, float]] = {}  # open object -> last frame (index, time)
+        self._shown: dict[str, _Shown] = {}  # each open object's latest crop and frame
         self._by_id = {s.id: s for s in sources}
         self._rules: dict[str, DecisionRule] = {}
         self._rules_for = -1  # LiveGallery.reloads of the gallery the rules were made for
@@ -164,13 +172,12 @@ class Pipeline:
             space, named = in_space.get(id(frame), (None, [None] * len(seen)))
             objects = self._objects_of(frame, seen, space, linker, pending)
             for (crop, vector), (oid, held), name in zip(seen, objects, named, strict=True):
-                self._shown[oid] = (frame.index, frame.media_time)
+                self._shown[oid] = _Shown(crop, frame.index, frame.media_time)
                 if frame.reused and not decider.per_frame:
                     if not decider.seen(oid, frame.media_time) or held:
                         continue  # same evidence, same answer: no search
                 else:
                     decider.observe(oid, vector, crop.quality, frame.media_time, name)
-                    self._crops[oid] = crop
                     if held:
                         continue  # may yet turn out to be an earlier object: not judged yet
                 pending[oid] = _Pending(frame.source_id, oid, frame, stage_ms, decider.per_frame)
@@ -236,7 +243,6 @@ class Pipeline:
                          link.absorbed, link.object_id, frame.index)  # fmt: skip
                 decider.merge(link.absorbed, link.object_id, frame.media_time)
                 pending.pop(link.absorbed, None)
-                self._crops.pop(link.absorbed, None)
                 self._shown.pop(link.absorbed, None)
                 self._track_events(frame, "end", (link.absorbed,))
                 self.metrics.count("tracks_linked")
@@ -313,7 +319,6 @@ class Pipeline:
         for p in pending:
             if p.final:
                 self.deciders[p.source_id].end(p.object_id)
-                self._crops.pop(p.object_id, None)
                 self._shown.pop(p.object_id, None)
 
     def _publish(
@@ -324,15 +329,14 @@ class Pipeline:
         pending: _Pending,
         search_ms: float,
     ) -> None:
-        frame, crop = pending.frame, self._crops[pending.object_id]
-        # The frame the object was last seen in: an object judged as it ends is not in `frame`.
-        index, media_time = self._shown.get(pending.object_id, (frame.index, frame.media_time))
+        frame, shown = pending.frame, self._shown[pending.object_id]
+        crop = shown.crop  # and its frame: an object judged as it ends is not in `frame`
         decider = self.deciders[pending.source_id]
         event = MatchEvent(
             device_id=self.cfg.device_id,
             source_id=pending.source_id,
-            frame_index=index,
-            frame_time_s=round(media_time, 3),
+            frame_index=shown.index,
+            frame_time_s=round(shown.media_time, 3),
             bbox=crop.bbox,
             landmarks=[(round(x, 1), round(y, 1)) for x, y in crop.landmarks]
             if crop.landmarks else None,
